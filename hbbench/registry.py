@@ -1,0 +1,83 @@
+"""One registry per kind (models, datasets, attacks, defenses), in timm's register/create style.
+
+A factory is registered under a name with a one-line description; its keyword parameters and
+defaults are read from its signature, so `hbbench list` always shows what the code really takes.
+A name registered with ``prefix=True`` (e.g. ``torchvision``) accepts ``torchvision:<arg>`` and the
+factory receives ``<arg>`` as its first positional argument.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from hbbench.errors import HBBenchError, UnknownName
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    prefix: bool = False
+    skip: int = 0  # leading positional parameters supplied by the caller, not the user
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """User-settable keyword parameters and their defaults (``inspect._empty`` when required)."""
+        sig = inspect.signature(self.factory)
+        ps = list(sig.parameters.values())[self.skip + (1 if self.prefix else 0):]
+        return {p.name: p.default for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name}:<arg>" if self.prefix else self.name
+
+
+class Registry:
+    def __init__(self, kind: str, skip: int = 0):
+        self.kind = kind
+        self.skip = skip
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, description: str, prefix: bool = False):
+        def deco(factory):
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' registered twice")
+            self._entries[name] = Entry(name, factory, description, prefix, self.skip)
+            return factory
+
+        return deco
+
+    def names(self) -> list[str]:
+        return [e.display_name for e in self._entries.values()]
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def resolve(self, name: str) -> tuple[Entry, str | None]:
+        """The entry for ``name`` and the argument after ``prefix:`` (or None)."""
+        key, sep, arg = name.partition(":")
+        entry = self._entries.get(key)
+        if entry is None or entry.prefix != bool(sep) or (sep and not arg):
+            raise UnknownName(self.kind, name, self.names())
+        return entry, (arg if sep else None)
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+            return True
+        except UnknownName:
+            return False
+
+    def create(self, name: str, *args, **params):
+        entry, arg = self.resolve(name)
+        unknown = sorted(set(params) - set(entry.params))
+        if unknown:
+            raise HBBenchError(
+                f"{self.kind} '{name}' has no parameter {', '.join(unknown)}; "
+                f"it takes: {', '.join(entry.params) or 'none'}"
+            )
+        if arg is not None:
+            args = (*args, arg)
+        return entry.factory(*args, **params)
