@@ -1,0 +1,103 @@
+"""Named presets of ART's evasion attacks with documented defaults.
+
+Parameters use ART's own names (eps, eps_step, max_iter, ...). A preset whose factory takes ``eps``
+has a budget and is swept over ``--eps``; the others (cw, deepfool, hopskipjump) run once.
+``norm`` is ``inf`` or ``2``; ``eps_step=None`` means eps/4.
+"""
+from __future__ import annotations
+
+import numpy as np
+from art.attacks import evasion as E
+
+from hbbench.attacks.registry import ATTACKS
+from hbbench.errors import HBBenchError
+
+
+def _norm(norm) -> float:
+    text = str(norm).lower()
+    if text in ("inf", "linf", "np.inf"):
+        return np.inf
+    if text in ("2", "l2"):
+        return 2
+    raise HBBenchError(f"norm must be inf or 2, got '{norm}'")
+
+
+def _step(eps: float, eps_step: float | None) -> float:
+    if eps <= 0:
+        raise HBBenchError(f"eps must be > 0, got {eps}")
+    return eps / 4 if eps_step is None else float(eps_step)
+
+
+@ATTACKS.register("fgsm", "FastGradientMethod: one signed-gradient step of size eps")
+def fgsm(classifier, eps: float = 4 / 255, norm: str = "inf", batch_size: int = 32):
+    return E.FastGradientMethod(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps),
+                                batch_size=batch_size)
+
+
+@ATTACKS.register("pgd", "ProjectedGradientDescent (Madry et al.): max_iter steps of eps/4 from a random start")
+def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
+        num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
+    return E.ProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
+                                      max_iter=max_iter, num_random_init=num_random_init,
+                                      batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf")
+def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10, batch_size: int = 32):
+    return E.BasicIterativeMethod(classifier, eps=eps, eps_step=_step(eps, eps_step), max_iter=max_iter,
+                                  batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("cw", "CarliniL2Method: minimal-L2 attack; 10 Adam-free gradient steps, "
+                  "one binary-search step from const 1 (cost-capped preset)")
+def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.01, binary_search_steps: int = 1,
+       max_iter: int = 10, initial_const: float = 1.0, max_halving: int = 2, max_doubling: int = 2,
+       batch_size: int = 32):
+    return E.CarliniL2Method(classifier, confidence=confidence, learning_rate=learning_rate,
+                             binary_search_steps=binary_search_steps, max_iter=max_iter,
+                             initial_const=initial_const, max_halving=max_halving, max_doubling=max_doubling,
+                             batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("cw_linf", "CarliniLInfMethod: Carlini-Wagner under an Linf bound")
+def cw_linf(classifier, confidence: float = 0.0, learning_rate: float = 0.01, max_iter: int = 10,
+            batch_size: int = 32):
+    return E.CarliniLInfMethod(classifier, confidence=confidence, learning_rate=learning_rate,
+                               max_iter=max_iter, batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("deepfool", "DeepFool: minimal L2 step across the nearest linearised boundary")
+def deepfool(classifier, max_iter: int = 20, epsilon: float = 0.02, nb_grads: int = 10, batch_size: int = 32):
+    return E.DeepFool(classifier, max_iter=max_iter, epsilon=epsilon, nb_grads=nb_grads,
+                      batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("apgd", "AutoProjectedGradientDescent (Croce & Hein): step-size-free PGD, CE loss")
+def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 20,
+         nb_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
+    return E.AutoProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
+                                          max_iter=max_iter, nb_random_init=nb_random_init,
+                                          batch_size=batch_size, loss_type="cross_entropy", verbose=False)
+
+
+@ATTACKS.register("autoattack", "AutoAttack (Croce & Hein): ART's ensemble of APGD-CE, APGD-DLR, "
+                  "DeepFool and Square; slow")
+def autoattack(classifier, eps: float = 4 / 255, eps_step: float | None = None, norm: str = "inf",
+               batch_size: int = 32):
+    return E.AutoAttack(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step), batch_size=batch_size)
+
+
+@ATTACKS.register("square", "SquareAttack: score-based black-box random search (no gradients)")
+def square(classifier, eps: float = 4 / 255, max_iter: int = 100, p_init: float = 0.8, nb_restarts: int = 1,
+           norm: str = "inf", batch_size: int = 32):
+    if eps <= 0:
+        raise HBBenchError(f"eps must be > 0, got {eps}")
+    return E.SquareAttack(classifier, norm=_norm(norm), eps=eps, max_iter=max_iter, p_init=p_init,
+                          nb_restarts=nb_restarts, batch_size=batch_size, verbose=False)
+
+
+@ATTACKS.register("hopskipjump", "HopSkipJump: decision-based black-box attack (labels only), L2")
+def hopskipjump(classifier, max_iter: int = 10, max_eval: int = 1000, init_eval: int = 50, init_size: int = 50,
+                norm: str = "2", batch_size: int = 32):
+    return E.HopSkipJump(classifier, batch_size=batch_size, norm=_norm(norm), max_iter=max_iter,
+                         max_eval=max_eval, init_eval=init_eval, init_size=init_size, verbose=False)

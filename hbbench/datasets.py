@@ -1,0 +1,150 @@
+"""Dataset registry: every factory returns a ``Dataset`` of float32 images in [0, 1], channels
+first, with int64 labels, in a fixed order so ``n`` always takes the same first N samples."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from hbbench.errors import HBBenchError
+from hbbench.registry import Registry
+
+DATASETS = Registry("dataset")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    y: np.ndarray  # (N,) int64
+    num_classes: int
+    ids: list[str] = field(default_factory=list)  # a readable id per sample (file name, index)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _check_n(n):
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise HBBenchError(f"n must be a positive integer, got {n}")
+
+
+def imagenet_transform(size: int = 224):
+    """Resize the short side to size*256/224, centre-crop size (the usual ImageNet evaluation)."""
+    import torchvision.transforms as T
+
+    return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
+
+
+def _load_images(paths: list[Path], size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    tf = imagenet_transform(size)
+    out = np.empty((len(paths), 3, size, size), np.float32)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                out[i] = tf(im.convert("RGB")).numpy()
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise HBBenchError(f"cannot read image {p}: {exc}") from None
+    return out
+
+
+@lru_cache(maxsize=1)
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1000 ImageNet synsets in class-index order (timm's ImageNet info, no network)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+@DATASETS.register("imagenet-samples", "the 20 labelled ImageNet images bundled in the foolbox package")
+def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
+    import foolbox
+
+    folder = Path(foolbox.__file__).parent / "data"
+    pattern = re.compile(r"imagenet_(\d+)_(\d+)\.(jpg|png)$")
+    files = sorted((p for p in folder.iterdir() if pattern.match(p.name)), key=lambda p: p.name)
+    if not files:
+        raise HBBenchError(f"no ImageNet samples found in {folder}; is foolbox installed?")
+    files = files[:n]
+    y = np.array([int(pattern.match(p.name).group(2)) for p in files], np.int64)
+    return Dataset("imagenet-samples", _load_images(files, size), y, 1000, [p.name for p in files])
+
+
+@DATASETS.register("imagefolder", "images in ImageNet synset folders (PATH/<synset>/<image>); class "
+                   "index from timm's ImageNet synset list, so a subset keeps true indices", prefix=True)
+def imagefolder(path: str, n: int | None = None, size: int = 224) -> Dataset:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise HBBenchError(f"image folder not found: {root}")
+    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    samples = []
+    for sub in sorted(d for d in root.iterdir() if d.is_dir()):
+        if sub.name not in index:
+            raise HBBenchError(f"folder {sub} is not an ImageNet synset (expected names like n01440764)")
+        samples += [(p, index[sub.name]) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not samples:
+        raise HBBenchError(f"no images found under {root} (expected {root}/<synset>/<image>.JPEG)")
+    samples = samples[:n]
+    paths = [p for p, _ in samples]
+    y = np.array([c for _, c in samples], np.int64)
+    return Dataset(f"imagefolder:{path}", _load_images(paths, size), y, 1000,
+                   [f"{p.parent.name}/{p.name}" for p in paths])
+
+
+@DATASETS.register("cifar10", "CIFAR-10 test set through torchvision (downloads only with download=true)")
+def cifar10(n: int | None = None, root: str = "~/.cache/hbbench/cifar10", download: bool = False) -> Dataset:
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.CIFAR10(str(Path(root).expanduser()), train=False, download=download)
+    except RuntimeError:
+        raise HBBenchError(f"CIFAR-10 is not in {root}; pass --download to fetch it") from None
+    k = len(ds.data) if n is None else min(n, len(ds.data))
+    x = ds.data[:k].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return Dataset("cifar10", x, np.asarray(ds.targets[:k], np.int64), 10, [str(i) for i in range(k)])
+
+
+@DATASETS.register("npz", "a .npz file with arrays x (N,C,H,W or N,H,W,C, in [0,1] or 0..255) and y", prefix=True)
+def npz(path: str, n: int | None = None) -> Dataset:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise HBBenchError(f"npz file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            if "x" not in data or "y" not in data:
+                raise HBBenchError(f"{p} must hold arrays named x and y, has: {', '.join(data.files)}")
+            x, y = data["x"][:n], data["y"][:n]
+    except (OSError, ValueError) as exc:
+        raise HBBenchError(f"cannot read npz file {p}: {exc}") from None
+    if x.ndim != 4:
+        raise HBBenchError(f"{p}: x must have 4 dimensions (N,C,H,W), got shape {x.shape}")
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise HBBenchError(f"{p}: x contains NaN or infinite values")
+    if x.max() > 1.0:
+        x = x / 255.0
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise HBBenchError(f"{p}: x must lie in [0, 1] or 0..255")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise HBBenchError(f"{p}: y must be {len(x)} integer labels, got shape {y.shape} dtype {y.dtype}")
+    num_classes = int(y.max()) + 1 if len(y) else 0
+    return Dataset(f"npz:{path}", np.ascontiguousarray(x), y.astype(np.int64), num_classes,
+                   [str(i) for i in range(len(y))])
+
+
+def load_dataset(name: str = "imagenet-samples", n: int | None = None, **params) -> Dataset:
+    """Load a registered dataset (``imagenet-samples``, ``imagefolder:PATH``, ``cifar10``,
+    ``npz:PATH``); ``n`` takes the first N samples in the dataset's fixed order."""
+    _check_n(n)
+    ds = DATASETS.create(name, n=n, **params)
+    if len(ds) == 0:
+        raise HBBenchError(f"dataset {name} is empty")
+    return ds
