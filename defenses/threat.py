@@ -34,18 +34,21 @@ class StraightThrough(PreprocessorPyTorch):
         return x + (defended.to(x.dtype) - x).detach(), y
 
 
-def attack_defenses(defense: Preprocessor | None, threat: str, device_type: str = "cpu") -> list:
-    """The preprocessors the attacker's classifier carries for ``threat``."""
+def attack_defenses(defense: Preprocessor | None, threat: str, device_type: str = "cpu") -> tuple[list, str]:
+    """The preprocessors the attacker's classifier carries for ``threat``, and a label for the
+    gradient the attacker gets through the defense ('none', 'identity' or 'true'). A defense with
+    no PyTorch forward has no true gradient: under ``adaptive`` it falls back to BPDA, and the
+    label says so, so no table passes that off as a full adaptive attack."""
     if threat not in THREAT_MODELS:
         raise HBBenchError(f"unknown threat model '{threat}'; valid choices: {', '.join(THREAT_MODELS)}")
-    if defense is None or threat == "oblivious":
-        return []
-    if threat == "bpda":
-        return [StraightThrough(defense, device_type)]
-    if not is_differentiable(defense):
-        raise HBBenchError(f"{type(defense).__name__} is not written in PyTorch and has no gradient; "
-                           "use --threat bpda for it")
-    return [defense]
+    if defense is None:
+        return [], "n/a (no defense)"
+    if threat == "oblivious":
+        return [], "none (attack ignores defense)"
+    if threat == "bpda" or not is_differentiable(defense):
+        label = "identity (BPDA)" if threat == "bpda" else "identity (BPDA; defense has no gradient)"
+        return [StraightThrough(defense, device_type)], label
+    return [defense], "true"
 
 
 def is_differentiable(defense: Preprocessor | None) -> bool:

@@ -1,0 +1,49 @@
+"""Turn the cell summaries of a run into the pandas table written as summary.csv / summary.md."""
+from __future__ import annotations
+
+import pandas as pd
+
+from hbbench.store import RunStore, atomic_write_text
+
+COLUMNS = ["model", "dataset", "attack", "eps", "norm", "defense", "threat_model", "n", "clean_top1", "adv_top1",
+           "defended_clean_top1", "defended_adv_top1", "clean_top5", "defended_adv_top5", "attack_success_rate",
+           "ndcg", "mrr", "true_prob", "linf", "l2", "attack_seconds", "defense_seconds", "cell_id"]
+EXTRA = ["attack_gradient", "adv_ndcg", "adv_mrr", "defended_clean_ndcg", "defended_adv_top1_ci_low",
+         "defended_adv_top1_ci_high", "ndcg_ci_low", "ndcg_ci_high", "seed"]
+SHOWN = ["attack", "eps", "defense", "threat_model", "clean_top1", "defended_clean_top1", "adv_top1",
+         "defended_adv_top1", "ndcg", "mrr", "attack_seconds"]
+
+
+def summary_table(summaries: list[dict], order: list[str] | None = None) -> pd.DataFrame:
+    """One row per cell, DESIGN.md's columns first; rows in grid order when ``order`` (cell ids) is given."""
+    df = pd.DataFrame(summaries)
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS + EXTRA)
+    if order:
+        rank = {cid: i for i, cid in enumerate(order)}
+        df = df[df["cell_id"].isin(rank)]
+        df = df.sort_values("cell_id", key=lambda s: s.map(rank)).reset_index(drop=True)
+    return df[COLUMNS + EXTRA + [c for c in df.columns if c not in COLUMNS + EXTRA]]
+
+
+def markdown(df: pd.DataFrame, columns=SHOWN) -> str:
+    """A compact markdown table (eps as a fraction of 255, rates to 3 decimals)."""
+    view = df[[c for c in columns if c in df.columns]].copy()
+    if "eps" in view:
+        view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
+    header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
+    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in view.itertuples(index=False)]
+    return header + "\n".join(rows) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_summary(store: RunStore, order: list[str] | None = None) -> pd.DataFrame:
+    df = summary_table(store.summaries(), order)
+    atomic_write_text(store.root / "summary.csv", df.to_csv(index=False))
+    atomic_write_text(store.root / "summary.md", markdown(df))
+    return df

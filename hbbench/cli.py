@@ -1,0 +1,178 @@
+"""The ``hbbench`` command line. Every user error prints one line and exits with code 2."""
+from __future__ import annotations
+
+import sys
+
+import click
+from click.core import ParameterSource
+
+from hbbench.errors import HBBenchError
+
+EXIT_USAGE = 2
+
+
+class OneLineErrors(click.Group):
+    """Print user errors (ours and click's) as one line on stderr, exit 2, no traceback."""
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
+        except HBBenchError as exc:
+            _fail(str(exc))
+        except click.UsageError as exc:
+            if type(exc).__name__.startswith("NoArgsIsHelp"):  # a bare `hbbench`: show the help
+                click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+                sys.exit(0)
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _fail(exc.format_message() + hint)
+        except click.ClickException as exc:
+            _fail(exc.format_message())
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("interrupted: every finished cell is on disk; run the same command again to resume",
+                       err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hbbench")
+def main():
+    """hbbench: how much does defense D help model M against attack A? (ART + Heat-and-Blur)"""
+
+
+SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "data": "data", "eps": "eps",
+               "threat": "threats", "n": "n", "batch_size": "batch_size", "device": "device", "seed": "seed"}
+
+
+@main.command()
+@click.option("--attacks", "-a", default="fgsm,pgd,cw", show_default=True,
+              help="Comma list of attack presets; NAME[key=value,...] overrides a preset's parameters.")
+@click.option("--defense", "--defenses", "-d", "defense", default="jpeg", show_default=True,
+              help="Comma list of defenses (`none` is always added); NAME[key=value,...] sets parameters.")
+@click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Model name (hbbench list models).")
+@click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets).")
+@click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
+@click.option("--threat", default="oblivious,bpda", show_default=True, help="Threat models: oblivious, bpda, adaptive.")
+@click.option("--n", type=int, default=20, show_default=True, help="First N samples of the dataset.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Parent directory of run directories.")
+@click.option("--run", "run_name", default=None, help="Run directory name (default: derived from the grid, so "
+              "the same command resumes the same run).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="YAML file with sweep options (keys as in SweepSpec); flags given on the command line win.")
+@click.option("--weights", default=None, help="Model weights: a local state dict, or DEFAULT for torchvision's.")
+@click.option("--download", is_flag=True, help="Allow downloading weights or data (never done otherwise).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a full-model checkpoint (can run code).")
+@click.pass_context
+def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, **flags):
+    """Run an attack x defense x budget x threat-model grid; resumable, one file per finished cell."""
+    from hbbench.spec import SweepSpec
+
+    given = {SWEEP_FLAGS[k]: v for k, v in flags.items()
+             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+    defaults = {SWEEP_FLAGS[k]: v for k, v in flags.items()}
+    spec = SweepSpec.from_yaml(config, **given) if config else SweepSpec.from_dict(defaults)
+    spec.model_params.update(_accepted("model", spec.model, weights=weights, download=download or None,
+                                       trust_checkpoint=trust_checkpoint or None))
+    spec.data_params.update(_accepted("dataset", spec.data, download=download or None))
+    _run_sweep(spec, out, run_name)
+
+
+def _accepted(kind: str, name: str, **options) -> dict:
+    """The options the named factory takes; an option it can't take is an error, not silently dropped."""
+    from hbbench.datasets import DATASETS
+    from hbbench.models import MODELS
+
+    entry, _ = (MODELS if kind == "model" else DATASETS).resolve(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in given:
+        if key not in entry.params and not (key == "download" and kind == "dataset"):
+            raise HBBenchError(f"{kind} '{name}' takes no --{key.replace('_', '-')}")
+    return {k: v for k, v in given.items() if k in entry.params}
+
+
+def _run_sweep(spec, out, run_name):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from hbbench.aggregate import markdown
+    from hbbench.sweep import sweep as run_sweep
+
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+    state = {}
+
+    def on_event(kind, cell=None, **info):
+        if kind == "start":
+            console.print(f"run directory: {info['run_dir']}  ({info['done']} of {info['total']} cells already done)")
+            state["overall"] = progress.add_task("cells", total=info["total"], completed=info["done"])
+            state["current"] = progress.add_task("loading model and data", total=None)
+        elif kind == "attack":
+            eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
+            target = "undefended model" if cell.attack_target == ("undefended",) else \
+                f"{cell.defense} ({cell.threat_model})"
+            progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}")
+        elif kind == "defense":
+            progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
+        elif kind == "cell_done":
+            progress.advance(state["overall"])
+
+    with progress:
+        table = run_sweep(spec, out=out, run=run_name, on_event=on_event)
+    click.echo(markdown(table))
+    out_dir = f"{out}/{run_name}" if run_name else None
+    console.print(f"wrote {out_dir or 'the run directory'}: summary.csv, summary.md, manifest.json, cells/")
+
+
+@main.command("list")
+@click.argument("kind", type=click.Choice(["models", "datasets", "attacks", "defenses"]))
+def list_cmd(kind):
+    """List registered models, datasets, attacks or defenses with their parameters."""
+    registry = _registry(kind)
+    for entry in registry.entries():
+        click.echo(f"{entry.display_name:20s} {entry.description}")
+        params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.params.items())
+        if params:
+            click.echo(f"{'':20s}   params: {params}")
+
+
+def _registry(kind):
+    if kind == "models":
+        from hbbench.models import MODELS as reg
+    elif kind == "datasets":
+        from hbbench.datasets import DATASETS as reg
+    elif kind == "attacks":
+        from hbbench.attacks import ATTACKS as reg
+    else:
+        from hbbench.defenses import DEFENSES as reg
+    return reg
+
+
+def _show(key: str, value) -> str:
+    import inspect
+
+    if value is inspect.Parameter.empty:
+        return "<required>"
+    if isinstance(value, float) and key.startswith("eps"):
+        frac = value * 255
+        return f"{frac:g}/255" if abs(frac - round(frac)) < 1e-9 and 0 < value < 1 else f"{value:g}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+if __name__ == "__main__":
+    main()

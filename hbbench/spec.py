@@ -1,0 +1,231 @@
+"""The sweep grid: a ``SweepSpec`` expands into ``Cell``s, one per (attack, budget, defense,
+threat model), each with a stable id (a hash of every parameter that shapes its result)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+
+import yaml
+
+from hbbench.errors import HBBenchError
+
+DEFAULT_ATTACKS = ("fgsm", "pgd", "cw")
+DEFAULT_DEFENSES = ("jpeg",)
+ITEM = re.compile(r"^\s*([A-Za-z0-9_:./~\-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def parse_budget(text: str) -> float:
+    """'4/255' or '0.0157' -> float > 0, with a clear error for anything else."""
+    s = str(text).strip()
+    try:
+        value = float(Fraction(s)) if "/" in s else float(s)
+    except (ValueError, ZeroDivisionError):
+        raise HBBenchError(f"bad budget '{s}': use a positive number or fraction like 4/255") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise HBBenchError(f"bad budget '{s}': it must be a positive, finite number")
+    return value
+
+
+def parse_budgets(text) -> tuple[float, ...]:
+    parts = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    values = tuple(parse_budget(p) for p in parts if str(p).strip())
+    if not values:
+        raise HBBenchError("no budget given: use e.g. --eps 2/255,4/255")
+    return values
+
+
+def split_items(text) -> list[str]:
+    """Split 'a,b[x=1,y=2],c' on the commas outside brackets."""
+    if isinstance(text, (list, tuple)):
+        return [str(t).strip() for t in text if str(t).strip()]
+    items, depth, cur = [], 0, ""
+    for ch in str(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur.strip())
+    return [i for i in items if i]
+
+
+def parse_item(text: str) -> tuple[str, dict]:
+    """'jpeg[quality=50]' -> ('jpeg', {'quality': 50}); values are YAML scalars."""
+    m = ITEM.match(text)
+    if not m:
+        raise HBBenchError(f"cannot parse '{text}': expected NAME or NAME[key=value,...]")
+    params = {}
+    for pair in split_items(m.group(2) or ""):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise HBBenchError(f"cannot parse parameter '{pair}' in '{text}': expected key=value")
+        params[key.strip()] = parse_value(value)
+    return m.group(1), params
+
+
+def parse_value(value: str):
+    v = value.strip()
+    if re.fullmatch(r"-?\d+/\d+", v):
+        return parse_budget(v) if not v.startswith("-") else -parse_budget(v[1:])
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+def _stable_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point. ``attack``/``defense`` are the labels the user wrote (e.g. 'jpeg[quality=50]')."""
+    model: str
+    data: str
+    n: int | None
+    seed: int
+    attack: str
+    attack_name: str
+    attack_params: tuple
+    eps: float | None
+    defense: str
+    defense_name: str
+    defense_params: tuple
+    threat_model: str
+    model_params: tuple = ()
+    data_params: tuple = ()
+
+    @property
+    def id(self) -> str:
+        d = asdict(self)
+        d.pop("attack"), d.pop("defense")  # labels are display only; names + params define the cell
+        return _stable_hash(d)
+
+    @property
+    def attack_target(self) -> tuple:
+        """What the attack is computed against; cells sharing it share adversarial examples."""
+        if self.threat_model == "oblivious" or self.defense_name == "none":
+            return ("undefended",)
+        return (self.defense_name, self.defense_params, self.threat_model)
+
+    @property
+    def attack_key(self) -> tuple:
+        return (self.attack_name, self.attack_params, self.eps, self.attack_target)
+
+
+@dataclass
+class SweepSpec:
+    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
+    defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
+    model: str = "efficientnet_lite0"
+    data: str = "imagenet-samples"
+    eps: list[float] = field(default_factory=lambda: [4 / 255])
+    threats: list[str] = field(default_factory=lambda: ["oblivious", "bpda"])
+    n: int | None = 20
+    batch_size: int = 32
+    device: str = "auto"
+    seed: int = 0
+    model_params: dict = field(default_factory=dict)
+    data_params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "SweepSpec":
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except OSError as exc:
+            raise HBBenchError(f"cannot read config {p}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise HBBenchError(f"config {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise HBBenchError(f"config {p} must be a mapping of sweep options")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(raw, source=str(p))
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "spec") -> "SweepSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise HBBenchError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        spec = cls(**raw)
+        spec.validate(source)
+        return spec
+
+    def validate(self, source: str = "spec") -> None:
+        from hbbench.defenses import THREAT_MODELS
+
+        self.attacks = split_items(self.attacks)
+        self.defenses = split_items(self.defenses)
+        self.threats = split_items(self.threats)
+        self.eps = list(parse_budgets(self.eps))
+        for key, kind in (("n", int), ("batch_size", int), ("seed", int)):
+            value = getattr(self, key)
+            if key == "n" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise HBBenchError(f"{source}: {key} must be an integer, got {value!r}")
+        if self.n is not None and self.n < 1:
+            raise HBBenchError(f"{source}: n must be >= 1, got {self.n}")
+        if self.batch_size < 1:
+            raise HBBenchError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
+        for key in ("model", "data", "device"):
+            if not isinstance(getattr(self, key), str):
+                raise HBBenchError(f"{source}: {key} must be a string, got {getattr(self, key)!r}")
+        if not self.attacks:
+            raise HBBenchError(f"{source}: no attack given")
+        for t in self.threats:
+            if t not in THREAT_MODELS:
+                raise HBBenchError(f"unknown threat model '{t}'; valid choices: {', '.join(THREAT_MODELS)}")
+        if not self.threats:
+            raise HBBenchError(f"{source}: no threat model given")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def cells(self) -> list[Cell]:
+        """The grid, checked against the registries; `none` is always included as the baseline."""
+        from hbbench.attacks import ATTACKS, has_budget
+        from hbbench.datasets import DATASETS
+        from hbbench.defenses import DEFENSES
+        from hbbench.models import MODELS
+
+        MODELS.resolve(self.model)
+        DATASETS.resolve(self.data)
+        defenses = ["none"] + [d for d in self.defenses if d != "none"]
+        cells = []
+        for a_label in self.attacks:
+            a_name, a_params = parse_item(a_label)
+            entry, _ = ATTACKS.resolve(a_name)
+            _check_params("attack", a_label, a_params, entry.params)
+            budgets = self.eps if has_budget(a_name) and "eps" not in a_params else [a_params.get("eps")]
+            for eps in budgets:
+                for d_label in defenses:
+                    d_name, d_params = parse_item(d_label)
+                    _check_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
+                    for threat in self.threats:
+                        cells.append(Cell(self.model, self.data, self.n, self.seed, a_label, a_name,
+                                          _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
+                                          _freeze(self.model_params), _freeze(self.data_params)))
+        return cells
+
+    @property
+    def id(self) -> str:
+        return _stable_hash(sorted(c.id for c in self.cells()))
+
+
+def _check_params(kind, label, given: dict, accepted: dict) -> None:
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise HBBenchError(f"{kind} '{label}' has no parameter {', '.join(unknown)}; "
+                           f"it takes: {', '.join(accepted) or 'none'}")
+
+
+def _freeze(params: dict) -> tuple:
+    return tuple(sorted(params.items()))

