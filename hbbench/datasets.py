@@ -64,9 +64,12 @@ def imagenet_synsets() -> tuple[str, ...]:
 
 @DATASETS.register("imagenet-samples", "the 20 labelled ImageNet images bundled in the foolbox package")
 def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
-    import foolbox
+    import importlib.util
 
-    folder = Path(foolbox.__file__).parent / "data"
+    spec = importlib.util.find_spec("foolbox")  # located, not imported: only its data files are used
+    if spec is None or spec.origin is None:
+        raise HBBenchError("the foolbox package is not installed; it carries the imagenet-samples images")
+    folder = Path(spec.origin).parent / "data"
     pattern = re.compile(r"imagenet_(\d+)_(\d+)\.(jpg|png)$")
     files = sorted((p for p in folder.iterdir() if pattern.match(p.name)), key=lambda p: p.name)
     if not files:
