@@ -2,6 +2,7 @@
 ``preprocessing``, pixels in [0, 1], eval mode, parameters frozen."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -10,6 +11,21 @@ from torch import nn
 
 from hbbench.errors import HBBenchError
 from hbbench.models import LoadedModel, load_model
+
+
+@lru_cache(maxsize=1)
+def _classifier_class():
+    from art.estimators.classification import PyTorchClassifier
+
+    class Float32Classifier(PyTorchClassifier):
+        """ART's PyTorchClassifier, casting inputs to float32: some ART attacks (HopSkipJump) hand it
+        float64 arrays, which a float32 model can't take."""
+
+        def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
+            return super().predict(np.asarray(x, np.float32), batch_size=batch_size, training_mode=training_mode,
+                                   **kwargs)
+
+    return Float32Classifier
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -33,8 +49,6 @@ def make_classifier(model: str | nn.Module | LoadedModel = "efficientnet_lite0",
     eval mode with its parameters frozen: attacks need input gradients only, and freezing roughly
     halves ART's backward pass.
     """
-    from art.estimators.classification import PyTorchClassifier
-
     if isinstance(model, str):
         model = load_model(model)
     if isinstance(model, LoadedModel):
@@ -48,7 +62,7 @@ def make_classifier(model: str | nn.Module | LoadedModel = "efficientnet_lite0",
             raise HBBenchError("make_classifier needs num_classes for a plain nn.Module")
     module.eval().requires_grad_(False)
     shape = (len(mean), 1, 1)
-    return PyTorchClassifier(
+    return _classifier_class()(
         model=module,
         loss=nn.CrossEntropyLoss(),
         input_shape=tuple(input_shape),
@@ -62,10 +76,8 @@ def make_classifier(model: str | nn.Module | LoadedModel = "efficientnet_lite0",
 
 def with_defenses(classifier, defenses: Sequence):
     """A classifier sharing ``classifier``'s model and normalisation, with ``defenses`` in front."""
-    from art.estimators.classification import PyTorchClassifier
-
     pre = classifier.preprocessing
-    return PyTorchClassifier(
+    return _classifier_class()(
         model=classifier.model,
         loss=nn.CrossEntropyLoss(),
         input_shape=classifier.input_shape,

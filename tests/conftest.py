@@ -26,7 +26,7 @@ def classifier(model):
 
 @pytest.fixture(scope="session")
 def data4():
-    """Four embedded ImageNet images the model classifies correctly (checked in test_models)."""
+    """The first four embedded ImageNet images (the model gets three right)."""
     from hbbench.datasets import load_dataset
 
     return load_dataset("imagenet-samples", n=4)
