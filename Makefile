@@ -28,7 +28,7 @@ report:  ## report the newest run (runs the default sweep first if there is none
 	$(HBBENCH) report --out $(OUT)
 
 bench:  ## performance figures (prints them; see bench/README.md)
-	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in bench/bench_*.py; do m=$$(basename $$f .py); echo "== $$m"; $(PY) -m bench.$$m || exit 1; done
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,79 @@
+"""A real sweep end to end: ART attacks on embedded images, the summary contract, resume."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hbbench.aggregate import COLUMNS
+from hbbench.spec import SweepSpec
+from hbbench.sweep import sweep
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    spec = SweepSpec(attacks=["fgsm", "pgd[max_iter=5]"], defenses=["jpeg"], n=3, batch_size=2)
+    table = sweep(spec, out=out, run="small")
+    return out / "small", spec, table
+
+
+def test_summary_has_contract_columns_for_every_cell(small_run):
+    run_dir, spec, table = small_run
+    csv = pd.read_csv(run_dir / "summary.csv")
+    assert list(csv.columns[: len(COLUMNS)]) == COLUMNS
+    assert len(csv) == 2 * 2 * 2  # attacks x {none, jpeg} x {oblivious, bpda}
+    assert set(csv["defense"]) == {"none", "jpeg"} and set(csv["threat_model"]) == {"oblivious", "bpda"}
+    assert (csv["n"] == 3).all()
+    assert (run_dir / "summary.md").read_text().startswith("| attack")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["spec"]["n"] == 3
+    assert manifest["versions"]["adversarial-robustness-toolbox"]
+
+
+def test_summary_numbers_follow_from_per_sample_records(small_run):
+    run_dir, _, table = small_run
+    for row in table.itertuples():
+        rec = pd.read_parquet(run_dir / "cells" / f"{row.cell_id}.parquet")
+        assert len(rec) == 3
+        assert row.defended_adv_top1 == pytest.approx((rec.def_adv_pred == rec.label).mean())
+        assert row.mrr == pytest.approx((1 / rec.def_adv_true_rank).mean())
+        assert row.linf <= 4 / 255 + 1e-6
+        assert 0.0 <= row.ndcg <= 1.0
+
+
+def test_none_rows_agree_across_threat_models_and_attack_hurts(small_run):
+    _, _, table = small_run
+    none = table[(table.defense == "none") & (table.attack == "pgd[max_iter=5]")]
+    assert none.defended_adv_top1.nunique() == 1
+    assert none.adv_top1.iloc[0] < none.clean_top1.iloc[0]
+    oblivious_jpeg = table[(table.defense == "jpeg") & (table.threat_model == "oblivious")]
+    # oblivious: the attack ignored JPEG, so the undefended model sees the same adversarial examples
+    assert (oblivious_jpeg.adv_top1.to_numpy() == table[(table.defense == "none") &
+            (table.threat_model == "oblivious")].adv_top1.to_numpy()).all()
+    assert set(table.attack_gradient) >= {"identity (BPDA)", "none (attack ignores defense)"}
+
+
+def test_resume_recomputes_nothing(small_run):
+    run_dir, spec, table = small_run
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").iterdir()}
+    again = sweep(spec, out=run_dir.parent, run="small")
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").iterdir()} == stamps
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_changed_spec_is_refused_with_the_difference(small_run):
+    from hbbench.errors import HBBenchError
+
+    run_dir, spec, _ = small_run
+    other = SweepSpec(attacks=["fgsm"], defenses=["jpeg"], n=4, batch_size=2)
+    with pytest.raises(HBBenchError, match=r"n: 3 -> 4"):
+        sweep(other, out=run_dir.parent, run="small")
+
+
+def test_same_seed_same_numbers(tmp_path, small_run):
+    _, spec, table = small_run
+    again = sweep(spec, out=tmp_path, run="again")
+    cols = [c for c in table.columns if not c.endswith("_seconds")]
+    pd.testing.assert_frame_equal(again[cols], table[cols])
+    assert np.isfinite(table.attack_seconds).all()
