@@ -1,5 +1,6 @@
 """Defenses: ART's preprocessing baselines, a plain blur, and Heat-and-Blur, in one registry."""
 from hbbench.defenses import baselines  # noqa: F401  (registers the baselines)
+from hbbench.defenses import heatblur  # noqa: F401
 from hbbench.defenses.registry import DEFENSES
 from hbbench.defenses.threat import THREAT_MODELS, StraightThrough, attack_defenses, is_differentiable
 
