@@ -117,6 +117,7 @@ def _run_sweep(spec, out, run_name):
 
     def on_event(kind, cell=None, **info):
         if kind == "start":
+            state["run_dir"] = info["run_dir"]
             console.print(f"run directory: {info['run_dir']}  ({info['done']} of {info['total']} cells already done)")
             state["overall"] = progress.add_task("cells", total=info["total"], completed=info["done"])
             state["current"] = progress.add_task("loading model and data", total=None)
@@ -132,9 +133,9 @@ def _run_sweep(spec, out, run_name):
 
     with progress:
         table = run_sweep(spec, out=out, run=run_name, on_event=on_event)
+        progress.update(state["current"], visible=False)
     click.echo(markdown(table))
-    out_dir = f"{out}/{run_name}" if run_name else None
-    console.print(f"wrote {out_dir or 'the run directory'}: summary.csv, summary.md, manifest.json, cells/")
+    console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, manifest.json, cells/")
 
 
 @main.command("list")
