@@ -49,7 +49,8 @@ def main():
 
 
 SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "data": "data", "eps": "eps",
-               "threat": "threats", "n": "n", "batch_size": "batch_size", "device": "device", "seed": "seed"}
+               "threat": "threats", "n": "n", "batch_size": "batch_size", "shard_size": "shard_size",
+               "device": "device", "seed": "seed"}
 
 
 @main.command()
@@ -62,7 +63,10 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
 @click.option("--threat", default="oblivious,bpda", show_default=True, help="Threat models: oblivious, bpda, adaptive.")
 @click.option("--n", type=int, default=20, show_default=True, help="First N samples of the dataset.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size of attacks, defenses "
+              "and predictions.")
+@click.option("--shard-size", type=int, default=None, help="Split the data into shards of this many samples, "
+              "each evaluated on its own and merged (bounded memory; units of parallel work).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
@@ -74,8 +78,17 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @click.option("--weights", default=None, help="Model weights: a local state dict, or DEFAULT for torchvision's.")
 @click.option("--download", is_flag=True, help="Allow downloading weights or data (never done otherwise).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a full-model checkpoint (can run code).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine (--workers processes); ray: Ray tasks (--address).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (local) or CPUs "
+              "for a local Ray instance.")
+@click.option("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: start a "
+              "local Ray instance.")
+@click.option("--loader-workers", type=int, default=0, show_default=True,
+              help="DataLoader processes decoding images.")
 @click.pass_context
-def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, **flags):
+def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
+          loader_workers, **flags):
     """Run an attack x defense x budget x threat-model grid; resumable, one file per finished cell."""
     from hbbench.spec import SweepSpec
 
@@ -86,7 +99,12 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, **fla
     spec.model_params.update(_accepted("model", spec.model, weights=weights, download=download or None,
                                        trust_checkpoint=trust_checkpoint or None))
     spec.data_params.update(_accepted("dataset", spec.data, download=download or None))
-    _run_sweep(spec, out, run_name)
+    if workers < 1 or loader_workers < 0:
+        raise HBBenchError("--workers must be >= 1 and --loader-workers >= 0")
+    if address and executor != "ray":
+        raise HBBenchError("--address is for --executor ray")
+    _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
+               loader_workers=loader_workers)
 
 
 def _accepted(kind: str, name: str, **options) -> dict:
@@ -102,7 +120,7 @@ def _accepted(kind: str, name: str, **options) -> dict:
     return {k: v for k, v in given.items() if k in entry.params}
 
 
-def _run_sweep(spec, out, run_name):
+def _run_sweep(spec, out, run_name, **executor_options):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -119,20 +137,22 @@ def _run_sweep(spec, out, run_name):
         if kind == "start":
             state["run_dir"] = info["run_dir"]
             console.print(f"run directory: {info['run_dir']}  ({info['done']} of {info['total']} cells already done)")
-            state["overall"] = progress.add_task("cells", total=info["total"], completed=info["done"])
+            state["overall"] = progress.add_task("cells x shards", total=info["total"], completed=info["done"])
             state["current"] = progress.add_task("loading model and data", total=None)
         elif kind == "attack":
             eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
             target = "undefended model" if cell.attack_target == ("undefended",) else \
                 f"{cell.defense} ({cell.threat_model})"
-            progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}")
+            unit = info["unit"]
+            progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}, "
+                                                          f"samples {unit.start}-{unit.stop - 1}")
         elif kind == "defense":
             progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
-        elif kind == "cell_done":
+        elif kind == "shard_done":
             progress.advance(state["overall"])
 
     with progress:
-        table = run_sweep(spec, out=out, run=run_name, on_event=on_event)
+        table = run_sweep(spec, out=out, run=run_name, on_event=on_event, **executor_options)
         progress.update(state["current"], visible=False)
     click.echo(markdown(table))
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, manifest.json, cells/")
@@ -173,6 +193,34 @@ def _show(key: str, value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return repr(value)
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Parent directory of run directories; without RUN_DIR the newest run there is reported.")
+@click.option("--no-examples", is_flag=True, help="Skip the example images (they reload the model and rerun "
+              "the attack on a few images).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device for recomputing the example images.")
+def report(run_dir, out, no_examples, device):
+    """Write report.html (self-contained) and report.md (+ report_files/) into a run directory."""
+    from pathlib import Path
+
+    from hbbench.report import build_report
+    from hbbench.store import newest_run
+
+    if run_dir is None:
+        found = newest_run(out)
+        if found is None:
+            raise HBBenchError(f"no run under {out}/ (no */manifest.json); run `hbbench sweep --out {out}` first "
+                               "or give a RUN_DIR")
+        run_dir = found
+    elif not Path(run_dir).is_dir():
+        raise HBBenchError(f"no run directory at {run_dir}")
+    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device,
+                                      on_progress=lambda m: click.echo(f"report: {m}", err=True))
+    click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
 
 if __name__ == "__main__":

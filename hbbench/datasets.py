@@ -3,7 +3,6 @@ first, with int64 labels, in a fixed order so ``n`` always takes the same first 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,16 +15,57 @@ DATASETS = Registry("dataset")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-@dataclass
 class Dataset:
-    name: str
-    x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
-    y: np.ndarray  # (N,) int64
-    num_classes: int
-    ids: list[str] = field(default_factory=list)  # a readable id per sample (file name, index)
+    """Labels and ids in memory; images read on demand (``images(indices)``), so a shard of a large
+    dataset never needs the rest in memory. ``x`` reads them all (handy for small sets)."""
+
+    def __init__(self, name: str, y: np.ndarray, num_classes: int, ids: list[str], *,
+                 x: np.ndarray | None = None, paths: list[Path] | None = None, size: int = 224):
+        self.name, self.y, self.num_classes, self.ids = name, y, num_classes, ids
+        self._x, self._paths, self._size = x, paths, size
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.images(range(len(self)))
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self._x.shape[1:]) if self._x is not None else (3, self._size, self._size)
+
+    def images(self, indices, workers: int = 0) -> np.ndarray:
+        """Float32 images (len(indices), C, H, W) in [0, 1]; files are decoded through a torch
+        DataLoader (``workers`` > 0 decodes in parallel processes)."""
+        indices = list(indices)
+        if self._x is not None:
+            return self._x[indices]
+        if not indices:
+            return np.empty((0, *self.sample_shape), np.float32)
+        from torch.utils.data import DataLoader
+
+        files = ImageFiles([self._paths[i] for i in indices], self._size)
+        return np.concatenate([b.numpy() for b in DataLoader(files, batch_size=64, num_workers=workers)])
+
+
+class ImageFiles:
+    """A map-style torch dataset of image files with the ImageNet evaluation transform."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.transform = paths, imagenet_transform(size)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.transform(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise HBBenchError(f"cannot read image {self.paths[i]}: {exc}") from None
 
 
 def _check_n(n):
@@ -40,18 +80,16 @@ def imagenet_transform(size: int = 224):
     return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
 
 
-def _load_images(paths: list[Path], size: int) -> np.ndarray:
+def _check_images(paths: list[Path]) -> None:
+    """Read every file's header before any work starts, so a broken file is named up front."""
     from PIL import Image, UnidentifiedImageError
 
-    tf = imagenet_transform(size)
-    out = np.empty((len(paths), 3, size, size), np.float32)
-    for i, p in enumerate(paths):
+    for p in paths:
         try:
-            with Image.open(p) as im:
-                out[i] = tf(im.convert("RGB")).numpy()
+            with Image.open(p):
+                pass
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise HBBenchError(f"cannot read image {p}: {exc}") from None
-    return out
 
 
 @lru_cache(maxsize=1)
@@ -76,7 +114,8 @@ def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
         raise HBBenchError(f"no ImageNet samples found in {folder}; is foolbox installed?")
     files = files[:n]
     y = np.array([int(pattern.match(p.name).group(2)) for p in files], np.int64)
-    return Dataset("imagenet-samples", _load_images(files, size), y, 1000, [p.name for p in files])
+    _check_images(files)
+    return Dataset("imagenet-samples", y, 1000, [p.name for p in files], paths=files, size=size)
 
 
 @DATASETS.register("imagefolder", "images in ImageNet synset folders (PATH/<synset>/<image>); class "
@@ -96,8 +135,9 @@ def imagefolder(path: str, n: int | None = None, size: int = 224) -> Dataset:
     samples = samples[:n]
     paths = [p for p, _ in samples]
     y = np.array([c for _, c in samples], np.int64)
-    return Dataset(f"imagefolder:{path}", _load_images(paths, size), y, 1000,
-                   [f"{p.parent.name}/{p.name}" for p in paths])
+    _check_images(paths)
+    return Dataset(f"imagefolder:{path}", y, 1000, [f"{p.parent.name}/{p.name}" for p in paths], paths=paths,
+                   size=size)
 
 
 @DATASETS.register("cifar10", "CIFAR-10 test set through torchvision (downloads only with download=true)")
@@ -110,7 +150,7 @@ def cifar10(n: int | None = None, root: str = "~/.cache/hbbench/cifar10", downlo
         raise HBBenchError(f"CIFAR-10 is not in {root}; pass --download to fetch it") from None
     k = len(ds.data) if n is None else min(n, len(ds.data))
     x = ds.data[:k].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return Dataset("cifar10", x, np.asarray(ds.targets[:k], np.int64), 10, [str(i) for i in range(k)])
+    return Dataset("cifar10", np.asarray(ds.targets[:k], np.int64), 10, [str(i) for i in range(k)], x=x)
 
 
 @DATASETS.register("npz", "a .npz file with arrays x (N,C,H,W or N,H,W,C, in [0,1] or 0..255) and y", prefix=True)
@@ -139,8 +179,8 @@ def npz(path: str, n: int | None = None) -> Dataset:
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise HBBenchError(f"{p}: y must be {len(x)} integer labels, got shape {y.shape} dtype {y.dtype}")
     num_classes = int(y.max()) + 1 if len(y) else 0
-    return Dataset(f"npz:{path}", np.ascontiguousarray(x), y.astype(np.int64), num_classes,
-                   [str(i) for i in range(len(y))])
+    return Dataset(f"npz:{path}", y.astype(np.int64), num_classes, [str(i) for i in range(len(y))],
+                   x=np.ascontiguousarray(x))
 
 
 def load_dataset(name: str = "imagenet-samples", n: int | None = None, **params) -> Dataset:

@@ -1,15 +1,22 @@
-"""Executors run attack groups (lists of cells sharing one attack run) and stream each finished
-cell into the run store. ``local`` runs them in this process, in grid order."""
+"""Executors run work units and hand back their per-sample records; the sweep writes them into the
+run store as they arrive, so every executor resumes the same way.
+
+- ``local``: this process (``workers=1``) or a pool of worker processes, each loading the model
+  and data once and splitting the cores between them.
+- ``ray``: each unit becomes a Ray task with CPU/GPU resource requests, on a running cluster
+  (``address``) or a local Ray instance started for the sweep.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator
 
 from hbbench.errors import HBBenchError
-from hbbench.runner import run_group
-from hbbench.spec import Cell
-from hbbench.store import RunStore
+from hbbench.runner import ShardResult, Unit, run_unit
 
 EXECUTORS: dict[str, Callable] = {}
+Results = Iterator[list[ShardResult]]
 
 
 def executor(name: str):
@@ -19,13 +26,78 @@ def executor(name: str):
     return deco
 
 
-@executor("local")
-def run_local(groups: list[list[Cell]], store: RunStore, batch_size: int, device: str, on_event, **_) -> None:
-    for group in groups:
-        run_group(group, store, batch_size=batch_size, device=device, on_event=on_event)
-
-
 def get_executor(name: str) -> Callable:
     if name not in EXECUTORS:
         raise HBBenchError(f"unknown executor '{name}'; valid choices: {', '.join(EXECUTORS)}")
     return EXECUTORS[name]
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int) -> list[ShardResult]:
+    return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)
+
+
+@executor("local")
+def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers: int = 1,
+              loader_workers: int = 0, **_) -> Results:
+    if workers < 1:
+        raise HBBenchError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 or len(units) <= 1:
+        for unit in units:
+            yield run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers,
+                           on_event=on_event)
+        return
+    import multiprocessing as mp
+
+    # spawn, not fork: forking a process that already runs torch threads can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(_threads_per_worker(workers),)) as pool:
+        pending = {pool.submit(_run_in_worker, u, batch_size, device, loader_workers) for u in units}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+@executor("ray")
+def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: int | None = None,
+            address: str | None = None, loader_workers: int = 0, cpus_per_task: float | None = None, **_) -> Results:
+    try:
+        import ray
+    except ImportError:
+        raise HBBenchError("the ray executor needs Ray: pip install 'hbbench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        cpus = cpus_per_task or float(_threads_per_worker(workers or int(ray.available_resources().get("CPU", 1))))
+        gpus = 1 if device == "cuda" or (device == "auto" and ray.available_resources().get("GPU")) else 0
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_in_ray)
+        pending = [task.remote(u, batch_size, device, loader_workers, int(cpus)) for u in units]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_in_ray(unit: Unit, batch_size: int, device: str, loader_workers: int, threads: int) -> list[ShardResult]:
+    _init_worker(max(1, threads))
+    return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)

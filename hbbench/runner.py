@@ -1,15 +1,19 @@
-"""Run cells. Cells that share an attack target (same attack, budget and attacked model) share one
-attack run: under ``oblivious`` every defense is evaluated on the same adversarial examples, crafted
-once against the undefended model. Model, data and clean predictions are loaded once per process."""
+"""Run work units. A unit is one attack run (cells sharing attack, budget and attacked model) over
+one shard of the data: under ``oblivious`` every defense is evaluated on the same adversarial
+examples, crafted once against the undefended model. Units compute and return per-sample records;
+they never write, so the same code runs in this process, in worker processes and as Ray tasks.
+Model, data and clean predictions are loaded once per process."""
 from __future__ import annotations
 
 import hashlib
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from hbbench.attacks import ATTACKS, make_attack
@@ -18,9 +22,8 @@ from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attack_defenses, make_defense
 from hbbench.errors import HBBenchError
 from hbbench.models import load_model
-from hbbench.records import sample_records, summarize
+from hbbench.records import sample_records
 from hbbench.spec import Cell
-from hbbench.store import RunStore
 
 Event = Callable[..., None]
 
@@ -29,17 +32,57 @@ def _quiet(*_, **__):
     pass
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One attack run over samples [start, stop) for the cells that share it."""
+    cells: tuple[Cell, ...]
+    shard: int
+    start: int
+    stop: int
+
+
 @dataclass
+class ShardResult:
+    cell_id: str
+    shard: int
+    records: pd.DataFrame
+    attack_seconds: float
+    defense_seconds: float
+    attack_gradient: str
+
+
 class Context:
-    """What every cell of one (model, data) pair needs, built once per process."""
-    dataset: Dataset
-    classifier: object
-    clean_probs: np.ndarray
-    batch_size: int
+    """What every unit of one (model, data) pair needs, built once per process."""
+
+    def __init__(self, cell: Cell, batch_size: int, device: str):
+        model = load_model(cell.model, **dict(cell.model_params))
+        self.dataset: Dataset = load_dataset(cell.data, n=cell.n, **dict(cell.data_params))
+        check_compatible(cell, model, self.dataset)
+        self.classifier = make_classifier(model, device=device)
+        self.batch_size = batch_size
+        self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def predict(self, x: np.ndarray, classifier=None) -> np.ndarray:
         logits = (classifier or self.classifier).predict(x, batch_size=self.batch_size)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+    def clean_probs(self, start: int, stop: int, x: np.ndarray) -> np.ndarray:
+        """Clean predictions of a shard, kept for the next units over the same shard."""
+        key = (start, stop)
+        if key not in self._clean:
+            self._clean[key] = self.predict(x)
+            while len(self._clean) > 64:
+                self._clean.popitem(last=False)
+        return self._clean[key]
+
+
+def check_compatible(cell: Cell, model, data: Dataset) -> None:
+    if data.num_classes > model.num_classes:
+        raise HBBenchError(f"dataset {cell.data} has {data.num_classes} classes but model {cell.model} "
+                           f"outputs {model.num_classes}")
+    if tuple(data.sample_shape) != tuple(model.input_size):
+        raise HBBenchError(f"dataset {cell.data} has images of shape {data.sample_shape} but model "
+                           f"{cell.model} expects {model.input_size}")
 
 
 _CONTEXTS: dict[tuple, Context] = {}
@@ -49,26 +92,15 @@ def get_context(cell: Cell, batch_size: int, device: str) -> Context:
     key = (cell.model, cell.model_params, cell.data, cell.data_params, cell.n, device)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()  # one model in memory at a time
-        model = load_model(cell.model, **dict(cell.model_params))
-        data = load_dataset(cell.data, n=cell.n, **dict(cell.data_params))
-        if data.num_classes > model.num_classes:
-            raise HBBenchError(f"dataset {cell.data} has {data.num_classes} classes but model {cell.model} "
-                               f"outputs {model.num_classes}")
-        if tuple(data.x.shape[1:]) != tuple(model.input_size):
-            raise HBBenchError(f"dataset {cell.data} has images of shape {data.x.shape[1:]} but model "
-                               f"{cell.model} expects {model.input_size}")
-        clf = make_classifier(model, device=device)
-        ctx = Context(data, clf, None, batch_size)
-        ctx.clean_probs = ctx.predict(data.x)
-        _CONTEXTS[key] = ctx
+        _CONTEXTS[key] = Context(cell, batch_size, device)
     ctx = _CONTEXTS[key]
     ctx.batch_size = batch_size
     return ctx
 
 
 def seed_everything(*parts) -> None:
-    """Seed NumPy (ART's random starts, noise defenses), torch and random from the cell's key, so a
-    result does not depend on which cells ran before it or in which process."""
+    """Seed NumPy (ART's random starts, noise defenses), torch and random from the unit's key, so a
+    result does not depend on which units ran before it or in which process."""
     seed = int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
     np.random.seed(seed)
     random.seed(seed)
@@ -83,22 +115,41 @@ def group_cells(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
+def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_done) -> list[Unit]:
+    """Units still to run, shard-major (units over one shard run together and share its images and
+    clean predictions). ``is_done(cell, shard)`` tells what a previous run already stored."""
+    size = shard_size or n_samples
+    bounds = [(k, s, min(s + size, n_samples)) for k, s in enumerate(range(0, n_samples, size))]
+    units = []
+    for k, start, stop in bounds:
+        for group in group_cells(cells):
+            todo = tuple(c for c in group if not is_done(c, k))
+            if todo:
+                units.append(Unit(todo, k, start, stop))
+    return units
+
+
+def shard_count(n_samples: int, shard_size: int | None) -> int:
+    return 1 if not shard_size else -(-n_samples // shard_size)
+
+
 def apply_defense(defense, x: np.ndarray, batch_size: int) -> np.ndarray:
     if defense is None:
         return x
     return np.concatenate([defense(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]).astype(np.float32)
 
 
-def run_group(cells: list[Cell], store: RunStore, batch_size: int = 32, device: str = "auto",
-              on_event: Event = _quiet) -> list[dict]:
-    """Run the cells of one attack group that are not yet in ``store``; return their summaries."""
-    todo = [c for c in cells if not store.has_cell(c.id)]
-    if not todo:
-        return []
+def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_workers: int = 0,
+             on_event: Event = _quiet) -> list[ShardResult]:
+    """Attack one shard once for the unit's cells, evaluate each cell's defense, return records."""
     device_type = resolve_device(device)
-    first = todo[0]
+    first = unit.cells[0]
     ctx = get_context(first, batch_size, device)
     ds, base = ctx.dataset, ctx.classifier
+    x = ds.images(range(unit.start, unit.stop), workers=loader_workers)
+    y = ds.y[unit.start:unit.stop]
+    ids = ds.ids[unit.start:unit.stop]
+    clean_probs = ctx.clean_probs(unit.start, unit.stop, x)
 
     # The attacked classifier: undefended, or carrying the defense as the threat model dictates.
     target_defense = None if first.attack_target == ("undefended",) else \
@@ -110,34 +161,31 @@ def run_group(cells: list[Cell], store: RunStore, batch_size: int = 32, device: 
     if first.eps is not None:
         params["eps"] = first.eps
     params.setdefault("batch_size", batch_size)
-    on_event("attack", cell=first)
-    seed_everything(first.seed, first.attack_key)
+    on_event("attack", cell=first, unit=unit)
+    seed_everything(first.seed, first.attack_key, unit.shard)
     attack = make_attack(first.attack_name, attacked, **params)
     t0 = time.perf_counter()
-    x_adv = attack.generate(ds.x, y=ds.y).astype(np.float32)
+    x_adv = attack.generate(x, y=y).astype(np.float32)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
 
     results = []
-    for cell in todo:
-        on_event("defense", cell=cell)
+    for cell in unit.cells:
+        on_event("defense", cell=cell, unit=unit)
         defense = make_defense(cell.defense_name, base, **dict(cell.defense_params))
         _, gradient = attack_defenses(defense, cell.threat_model, device_type)
-        seed_everything(cell.seed, cell.id, "defense")
+        seed_everything(cell.seed, cell.id, "defense", unit.shard)
         t0 = time.perf_counter()
-        x_def_clean = apply_defense(defense, ds.x, batch_size)
+        x_def_clean = apply_defense(defense, x, batch_size)
         x_def_adv = apply_defense(defense, x_adv, batch_size)
         defense_seconds = time.perf_counter() - t0
-        probs = {"clean": ctx.clean_probs, "adv": adv_probs,
-                 "def_clean": ctx.clean_probs if defense is None else ctx.predict(x_def_clean),
+        probs = {"clean": clean_probs, "adv": adv_probs,
+                 "def_clean": clean_probs if defense is None else ctx.predict(x_def_clean),
                  "def_adv": adv_probs if defense is None else ctx.predict(x_def_adv)}
-        records = sample_records(ds.ids, ds.y, probs, ds.x, x_adv)
+        records = sample_records(ids, y, probs, x, x_adv)
+        records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
-        summary = {**describe(cell), **summarize(records), "attack_gradient": gradient,
-                   "attack_seconds": attack_seconds, "defense_seconds": defense_seconds}
-        store.write_cell(cell.id, records, summary)
-        results.append(summary)
-        on_event("cell_done", cell=cell, summary=summary)
+        results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient))
     return results
 
 

@@ -129,6 +129,7 @@ class SweepSpec:
     threats: list[str] = field(default_factory=lambda: ["oblivious", "bpda"])
     n: int | None = 20
     batch_size: int = 32
+    shard_size: int | None = None
     device: str = "auto"
     seed: int = 0
     model_params: dict = field(default_factory=dict)
@@ -173,6 +174,9 @@ class SweepSpec:
                 raise HBBenchError(f"{source}: {key} must be an integer, got {value!r}")
         if self.n is not None and self.n < 1:
             raise HBBenchError(f"{source}: n must be >= 1, got {self.n}")
+        if self.shard_size is not None and (isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int)
+                                            or self.shard_size < 1):
+            raise HBBenchError(f"{source}: shard_size must be a positive integer, got {self.shard_size!r}")
         if self.batch_size < 1:
             raise HBBenchError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
         for key in ("model", "data", "device"):
@@ -225,6 +229,22 @@ def _check_params(kind, label, given: dict, accepted: dict) -> None:
     if unknown:
         raise HBBenchError(f"{kind} '{label}' has no parameter {', '.join(unknown)}; "
                            f"it takes: {', '.join(accepted) or 'none'}")
+    for key, value in given.items():  # a value of the wrong type fails here, not deep inside ART
+        default = accepted[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+                and abs(value) != float("inf")
+        else:
+            ok = True
+        if not ok:
+            want = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
+            raise HBBenchError(f"{kind} '{label}': {key} must be {want}, got {value!r}")
+        if key == "eps" and value is not None:
+            parse_budget(value)
 
 
 def _freeze(params: dict) -> tuple:

@@ -56,6 +56,44 @@ class RunStore:
         atomic_write_bytes(self.cells_dir / f"{cell_id}.parquet", _parquet_bytes(records))
         atomic_write_json(self.cells_dir / f"{cell_id}.json", summary)
 
+    # A cell over a sharded dataset is stored shard by shard under cells/<id>.shards/, then merged.
+    def _shard(self, cell_id: str, shard: int, suffix: str) -> Path:
+        return self.cells_dir / f"{cell_id}.shards" / f"{shard:05d}.{suffix}"
+
+    def has_shard(self, cell_id: str, shard: int) -> bool:
+        return self.has_cell(cell_id) or self._shard(cell_id, shard, "json").is_file()
+
+    def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame, meta: dict) -> None:
+        atomic_write_bytes(self._shard(cell_id, shard, "parquet"), _parquet_bytes(records))
+        atomic_write_json(self._shard(cell_id, shard, "json"), meta)
+
+    def merge_shards(self, cell_id: str, n_shards: int, summarize) -> dict | None:
+        """Once all shards of a cell are stored: stream them into cells/<id>.parquet, write the
+        summary ``summarize(records, metas)`` as cells/<id>.json, drop the shards."""
+        import shutil
+
+        import pyarrow.parquet as pq
+
+        if self.has_cell(cell_id) or not all(self._shard(cell_id, k, "json").is_file() for k in range(n_shards)):
+            return None
+        final = self.cells_dir / f"{cell_id}.parquet"
+        tmp = final.with_name(f".{final.name}.merge.tmp")
+        writer = None
+        try:
+            for k in range(n_shards):
+                table = pq.read_table(self._shard(cell_id, k, "parquet"))
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, final)
+        metas = [json.loads(self._shard(cell_id, k, "json").read_text()) for k in range(n_shards)]
+        summary = summarize(pd.read_parquet(final), metas)
+        atomic_write_json(self.cells_dir / f"{cell_id}.json", summary)
+        shutil.rmtree(self.cells_dir / f"{cell_id}.shards", ignore_errors=True)
+        return summary
+
     def read_summary(self, cell_id: str) -> dict:
         return json.loads((self.cells_dir / f"{cell_id}.json").read_text())
 

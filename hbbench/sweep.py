@@ -16,7 +16,9 @@ import pandas as pd
 from hbbench.aggregate import write_summary
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
-from hbbench.runner import group_cells
+from hbbench.datasets import load_dataset
+from hbbench.records import summarize
+from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
 
@@ -30,35 +32,57 @@ def default_run_name(spec: SweepSpec) -> str:
 
 
 def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None = None, executor: str = "local",
-          on_event=None, command: str | None = None, **executor_options) -> pd.DataFrame:
+          on_event=None, command: str | None = None, workers: int = 1, address: str | None = None,
+          loader_workers: int = 0) -> pd.DataFrame:
     """Run (or resume) the sweep ``spec`` into ``out/<run>`` and return its summary table.
 
-    Finished cells found in the run directory are kept and not recomputed; a run directory whose
-    manifest holds a different spec is refused, so results are never mixed."""
+    ``executor`` is ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, or a
+    local Ray instance). Finished cells and shards found in the run directory are kept and not
+    recomputed; a run directory whose manifest holds a different spec is refused, so results are
+    never mixed."""
     if isinstance(spec, dict):
         spec = SweepSpec.from_dict(spec)
     else:
         spec.validate()
     cells = spec.cells()
+    by_id = {c.id: c for c in cells}
     store = RunStore(Path(out) / (run or default_run_name(spec)))
     store.ensure_writable()
     run_executor = get_executor(executor)
+    on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
         manifest = _start_manifest(store, spec, command)
-        groups = group_cells(cells)
-        done = sum(store.has_cell(c.id) for c in cells)
-        if on_event:
-            on_event("start", total=len(cells), done=done, run_dir=store.root)
+        n_samples = len(load_dataset(spec.data, n=spec.n, **spec.data_params))  # labels only, no pixels
+        n_shards = shard_count(n_samples, spec.shard_size)
+        for cell in cells:  # a run killed between its last shard and the merge
+            store.merge_shards(cell.id, n_shards, _summarizer(cell))
+        units = plan_units(cells, n_samples, spec.shard_size, lambda c, k: store.has_shard(c.id, k))
+        total = len(cells) * n_shards
+        on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
         status = "interrupted"
         try:
-            run_executor(groups, store, batch_size=spec.batch_size, device=spec.device,
-                         on_event=on_event or (lambda *a, **k: None), **executor_options)
+            for results in run_executor(units, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
+                                        workers=workers, address=address, loader_workers=loader_workers):
+                for r in results:
+                    store.write_shard(r.cell_id, r.shard, r.records, {
+                        "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
+                        "attack_gradient": r.attack_gradient, "n": len(r.records)})
+                    summary = store.merge_shards(r.cell_id, n_shards, _summarizer(by_id[r.cell_id]))
+                    on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
             status = "complete"
         finally:
             table = write_summary(store, order=[c.id for c in cells])
             manifest.update(status=status, finished=_now(), cells_done=int(len(table)))
             store.write_manifest(manifest)
     return table
+
+
+def _summarizer(cell):
+    def summarize_cell(records: pd.DataFrame, metas: list[dict]) -> dict:
+        return {**describe(cell), **summarize(records), "attack_gradient": metas[0]["attack_gradient"],
+                "attack_seconds": sum(m["attack_seconds"] for m in metas),
+                "defense_seconds": sum(m["defense_seconds"] for m in metas)}
+    return summarize_cell
 
 
 def _now() -> str:
