@@ -223,33 +223,5 @@ def report(run_dir, out, no_examples, device):
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
 
-@main.command()
-@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
-              help="Parent directory of run directories; without RUN_DIR the newest run there is reported.")
-@click.option("--no-examples", is_flag=True, help="Skip the example images (they reload the model and rerun "
-              "the attack on a few images).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device for recomputing the example images.")
-def report(run_dir, out, no_examples, device):
-    """Write report.html (self-contained) and report.md (+ report_files/) into a run directory."""
-    from pathlib import Path
-
-    from hbbench.report import build_report
-    from hbbench.store import newest_run
-
-    if run_dir is None:
-        found = newest_run(out)
-        if found is None:
-            raise HBBenchError(f"no run under {out}/ (no */manifest.json); run `hbbench sweep --out {out}` first "
-                               "or give a RUN_DIR")
-        run_dir = found
-    elif not Path(run_dir).is_dir():
-        raise HBBenchError(f"no run directory at {run_dir}")
-    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device,
-                                      on_progress=lambda m: click.echo(f"report: {m}", err=True))
-    click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
-
-
 if __name__ == "__main__":
     main()
