@@ -1,0 +1,84 @@
+"""Heat-and-Blur cost: its time over one forward + input-gradient backward of the model (target <= 1.2),
+and preprocessing throughput beside ART's JpegCompression, SpatialSmoothingPyTorch and TotalVarMin.
+
+    python bench/bench_heatblur.py [--n 16] [--repeats 5]
+
+Prints figures only (median of several runs); never asserts on time.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from bench.common import machine, median_seconds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16, help="batch size (images of 224 px)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from hbbench.classifier import make_classifier
+    from hbbench.datasets import load_dataset
+    from hbbench.defenses import make_defense
+
+    clf = make_classifier("efficientnet_lite0", device=args.device)
+    ds = load_dataset("imagenet-samples")
+    x_np = np.concatenate([ds.x] * (args.n // len(ds) + 1))[: args.n]
+    x = torch.from_numpy(x_np).to(clf.device)
+    model = clf.model
+    mean = torch.as_tensor(np.asarray(clf.preprocessing.mean, np.float32), device=clf.device)
+    std = torch.as_tensor(np.asarray(clf.preprocessing.std, np.float32), device=clf.device)
+    sync = torch.cuda.synchronize if clf.device.type == "cuda" else (lambda: None)
+
+    def fwd_bwd():
+        xi = x.detach().clone().requires_grad_(True)
+        out = model((xi - mean) / std)
+        (g,) = torch.autograd.grad(out.max(dim=1).values.sum(), xi)
+        sync()
+        return g
+
+    def forward_only():
+        with torch.no_grad():
+            model((x - mean) / std)
+        sync()
+
+    hb = make_defense("heatblur", clf)
+
+    def heatblur():
+        with torch.no_grad():  # as in ART's predict; HeatBlur opens enable_grad for its heatmap itself
+            hb.forward(x)
+        sync()
+
+    print(f"machine: {machine()}; batch {args.n} x 3 x 224 x 224; median of {args.repeats} runs")
+    t_fb = median_seconds(fwd_bwd, args.repeats)
+    t_f = median_seconds(forward_only, args.repeats)
+    t_hb = median_seconds(heatblur, args.repeats)
+    print(f"model forward (no grad):              {t_f:7.3f} s")
+    print(f"model forward + input-gradient backward: {t_fb:7.3f} s")
+    print(f"HeatBlur ({hb!r}): {t_hb:7.3f} s")
+    print(f"cost ratio HeatBlur / (forward + backward) = {t_hb / t_fb:.2f}  (target <= 1.2)")
+    print(f"defended prediction (HeatBlur + forward) / plain forward = {(t_hb + t_f) / t_f:.2f}")
+
+    rows = [("HeatBlur", lambda: heatblur())]
+    for name, params in (("jpeg", dict(quality=75)), ("median", dict(window_size=3)), ("tvm", {}),
+                         ("blur", dict(sigma=2.0))):
+        d = make_defense(name, clf, **params)
+        label = {"jpeg": "ART JpegCompression q75", "median": "ART SpatialSmoothingPyTorch 3x3",
+                 "tvm": "ART TotalVarMin (defaults)", "blur": "Gaussian blur sigma 2"}[name]
+        rows.append((label, lambda d=d: d(x_np)))
+    print("\n| preprocessing | s / batch | images / s |\n|---|---|---|")
+    for label, fn in rows:
+        reps = 1 if "TotalVarMin" in label else args.repeats
+        t = median_seconds(fn, reps, warmup=0 if reps == 1 else 1)
+        print(f"| {label} | {t:.3f} | {args.n / t:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
