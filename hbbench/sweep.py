@@ -51,8 +51,9 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     run_executor = get_executor(executor)
     on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
+        _refuse_other_spec(store, spec)
+        n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
         manifest = _start_manifest(store, spec, command)
-        n_samples = len(load_dataset(spec.data, n=spec.n, **spec.data_params))  # labels only, no pixels
         n_shards = shard_count(n_samples, spec.shard_size)
         for cell in cells:  # a run killed between its last shard and the merge
             store.merge_shards(cell.id, n_shards, _summarizer(cell))
@@ -89,7 +90,24 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> dict:
+def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
+    """Load the data (labels and image headers first, the cheap part) and the model, and check that
+    they fit, before the run is marked as started: a bad file, weight or shape fails here with one
+    message, not inside a worker. The in-process executor keeps what was loaded (no second model
+    load); other executors load their own. Returns the number of samples."""
+    from hbbench.models import load_model
+    from hbbench.runner import check_compatible, get_context
+
+    data = load_dataset(spec.data, n=spec.n, **spec.data_params)
+    if in_process:
+        get_context(cells[0], spec.batch_size, spec.device)  # loads the model, checks the fit
+    else:
+        check_compatible(cells[0], load_model(spec.model, **spec.model_params), data)
+    return len(data)
+
+
+def _refuse_other_spec(store: RunStore, spec: SweepSpec) -> None:
+    """A run directory holds one spec: resuming it with other parameters would mix results."""
     old = store.read_manifest()
     new_spec = spec.to_dict()
     if old is not None and old.get("spec") != new_spec:
@@ -97,6 +115,12 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> di
                 if old["spec"].get(k) != new_spec.get(k)]
         raise HBBenchError(f"{store.root} holds a run with a different spec ({'; '.join(diff)}); "
                            "use another --run name or --out directory")
+
+
+def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> dict:
+    old = store.read_manifest()
+    _refuse_other_spec(store, spec)
+    new_spec = spec.to_dict()
     manifest = {
         "spec": new_spec,
         "spec_id": spec.id,

@@ -1,0 +1,154 @@
+"""Bad CLI input: every case exits 2 with ONE readable line on stderr that names the problem, no
+traceback, and no half-written results (no cell file anywhere under the output directory).
+
+In-process through click's CliRunner. Most cases fail while the grid is checked, before any model
+or image is loaded; the few that need the model (shape and class-count mismatches) load the small
+embedded one once each."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hbbench.cli import main
+
+# A tiny grid: one cheap attack, one defense, one threat model, one sample.
+TINY = ["--attacks", "fgsm", "--defense", "jpeg", "--threat", "oblivious", "--n", "1", "--batch-size", "1",
+        "--device", "cpu"]
+
+
+def _imagefolder(tmp, content: bytes | None) -> str:
+    """An ImageNet-layout folder with one file of ``content`` (None: the synset folder stays empty)."""
+    root = tmp / "images"
+    (root / "n01440764").mkdir(parents=True)
+    if content is not None:
+        (root / "n01440764" / "a.JPEG").write_bytes(content)
+    return f"imagefolder:{root}"
+
+
+def _not_synsets(tmp) -> str:
+    (tmp / "pets" / "cats").mkdir(parents=True)
+    return f"imagefolder:{tmp / 'pets'}"
+
+
+def _npz(tmp, x, y) -> str:
+    path = tmp / "data.npz"
+    np.savez(path, x=x, y=y)
+    return f"npz:{path}"
+
+
+def _npz_args(x, y):
+    return lambda t: ["--data", _npz(t, x, y), "--n", str(len(x))]
+
+
+def _yaml(tmp, text: str) -> str:
+    path = tmp / "spec.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _nan_images():
+    x = np.full((2, 3, 224, 224), 0.5, np.float32)
+    x[1, 0, 5, 5] = np.nan
+    return x
+
+
+def _file(tmp) -> str:
+    (tmp / "plainfile").write_text("I am a file, not a directory\n")
+    return str(tmp / "plainfile" / "sub")
+
+
+def _evil_weights(tmp) -> str:
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp / "pwned"), "w"))
+
+    torch.save({"state_dict": Evil()}, tmp / "evil.pt")
+    return str(tmp / "evil.pt")
+
+
+# (id, build(tmp) -> extra args, keyword the error line must contain). Extra args come after TINY,
+# so they override it (click keeps the last value of a repeated option).
+CASES = [
+    ("unknown-attack", lambda t: ["--attacks", "fgsmm"], "unknown attack 'fgsmm'"),
+    ("unknown-attack-param", lambda t: ["--attacks", "pgd[maxiter=3]"], "maxiter"),
+    ("bad-attack-param-type", lambda t: ["--attacks", "pgd[max_iter=many]"], "max_iter"),
+    ("unknown-defense", lambda t: ["--defense", "jpg"], "unknown defense 'jpg'"),
+    ("unknown-defense-param", lambda t: ["--defense", "jpeg[qualty=3]"], "qualty"),
+    ("bad-defense-param-type", lambda t: ["--defense", "jpeg[quality=high]"], "quality"),
+    ("unknown-model", lambda t: ["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    ("unknown-torchvision-arch", lambda t: ["--model", "torchvision:resnet9000"], "resnet9000"),
+    ("unknown-dataset", lambda t: ["--data", "mnist"], "unknown dataset 'mnist'"),
+    ("unknown-threat", lambda t: ["--threat", "oblivious,whitebox"], "unknown threat model 'whitebox'"),
+    ("budget-division-by-zero", lambda t: ["--eps", "4/0"], "bad budget '4/0'"),
+    ("budget-negative", lambda t: ["--eps", "-1"], "bad budget '-1'"),
+    ("budget-zero", lambda t: ["--eps", "0"], "bad budget '0'"),
+    ("budget-not-a-number", lambda t: ["--eps", "abc"], "bad budget 'abc'"),
+    ("budget-empty", lambda t: ["--eps", ","], "no budget"),
+    ("n-zero", lambda t: ["--n", "0"], "n must be >= 1"),
+    ("n-not-an-integer", lambda t: ["--n", "two"], "--n"),
+    ("batch-size-negative", lambda t: ["--batch-size", "-4"], "batch_size must be >= 1"),
+    ("shard-size-zero", lambda t: ["--shard-size", "0"], "shard_size"),
+    ("workers-zero", lambda t: ["--workers", "0"], "--workers"),
+    ("seed-not-an-integer", lambda t: ["--seed", "abc"], "--seed"),
+    ("device-unknown", lambda t: ["--device", "tpu"], "--device"),
+    ("weights-for-embedded-model", lambda t: ["--weights", "w.pt"], "takes no --weights"),
+    ("imagefolder-missing", lambda t: ["--data", f"imagefolder:{t / 'nowhere'}"], "not found"),
+    ("imagefolder-corrupt-image", lambda t: ["--data", _imagefolder(t, b"\x89PNG\r\n garbage")],
+     "cannot read image"),
+    ("imagefolder-empty-image", lambda t: ["--data", _imagefolder(t, b"")], "cannot read image"),
+    ("imagefolder-no-images", lambda t: ["--data", _imagefolder(t, None)], "no images found"),
+    ("imagefolder-not-a-synset", lambda t: ["--data", _not_synsets(t)], "not an ImageNet synset"),
+    ("npz-missing", lambda t: ["--data", f"npz:{t / 'none.npz'}"], "npz file not found"),
+    ("npz-not-an-npz", lambda t: ["--data", "npz:" + _yaml(t, "not a zip")], "cannot read npz"),
+    ("npz-3d-images", _npz_args(np.zeros((2, 224, 224), np.float32), np.array([0, 1])), "4 dimensions"),
+    ("npz-label-count", _npz_args(np.zeros((2, 3, 224, 224), np.float32), np.array([0])), "integer labels"),
+    ("npz-float-labels", _npz_args(np.zeros((2, 3, 224, 224), np.float32), np.array([0.0, 1.0])),
+     "integer labels"),
+    ("npz-nan-images", _npz_args(_nan_images(), np.array([0, 1])), "NaN"),
+    ("npz-out-of-range", _npz_args(np.full((2, 3, 224, 224), -3, np.float32), np.array([0, 1])), "[0, 1]"),
+    ("npz-shape-vs-model", _npz_args(np.zeros((2, 3, 32, 32), np.float32), np.array([0, 1])),
+     "expects (3, 224, 224)"),
+    ("npz-classes-vs-model", _npz_args(np.zeros((2, 3, 224, 224), np.float32), np.array([0, 1500])),
+     "1501 classes"),
+    ("yaml-unknown-key", lambda t: ["--config", _yaml(t, "attacks: [fgsm]\nepsilon: 4/255\n")], "epsilon"),
+    ("yaml-wrong-type", lambda t: ["--config", _yaml(t, "seed: lots\n")], "seed must be an integer"),
+    ("yaml-list-for-model", lambda t: ["--config", _yaml(t, "model: [a, b]\n")], "model must be a string"),
+    ("yaml-not-a-mapping", lambda t: ["--config", _yaml(t, "- fgsm\n- pgd\n")], "must be a mapping"),
+    ("yaml-invalid", lambda t: ["--config", _yaml(t, "attacks: [fgsm\n")], "not valid YAML"),
+    ("yaml-missing", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml"),
+    ("output-under-a-file", lambda t: ["--out", _file(t)], "cannot write to output directory"),
+    ("weights-missing", lambda t: ["--model", "torchvision:resnet18", "--weights", str(t / "no.pt")],
+     "weights file not found"),
+    ("weights-unsafe-pickle", lambda t: ["--model", "torchvision:resnet18", "--weights", _evil_weights(t)],
+     "--trust-checkpoint"),
+    ("checkpoint-needs-trust", lambda t: ["--model", f"checkpoint:{_evil_weights(t)}"], "--trust-checkpoint"),
+]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+@pytest.mark.parametrize("build,keyword", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(runner, tmp_path, monkeypatch, build, keyword):
+    monkeypatch.chdir(tmp_path)  # a relative default (results/) lands in tmp_path too
+    out = tmp_path / "results"
+    extra = build(tmp_path)
+    args = ["sweep", *TINY, "--out", str(out), *extra]
+    result = runner.invoke(main, args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and keyword in lines[0], lines[0]
+    assert not result.stdout.strip()
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "cells" in p.parts]
+    assert written == []  # no cell or shard file, complete or partial
+    assert not (tmp_path / "pwned").exists()  # an unsafe pickle never ran
+
+
+def test_the_matrix_is_wide():
+    assert len(CASES) >= 15 and len({c[0] for c in CASES}) == len(CASES)
