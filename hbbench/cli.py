@@ -27,12 +27,15 @@ class OneLineErrors(click.Group):
             _fail(exc.format_message() + hint)
         except click.ClickException as exc:
             _fail(exc.format_message())
-        except click.exceptions.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(130)
-        except KeyboardInterrupt:
-            click.echo("interrupted: every finished cell is on disk; run the same command again to resume",
-                       err=True)
+        except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+            # click turns Ctrl-C (SIGINT) into Abort; the KeyboardInterrupt is its cause
+            interrupt = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
+            if not isinstance(interrupt, KeyboardInterrupt):
+                click.echo("aborted", err=True)
+                sys.exit(130)
+            where = getattr(interrupt, "run_dir", None)
+            click.echo(f"interrupted: every finished cell is on disk{f' in {where}' if where else ''}; "
+                       "run the same command again to resume", err=True)
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -126,7 +129,7 @@ def _run_sweep(spec, out, run_name, **executor_options):
                                TimeRemainingColumn)
 
     from hbbench.aggregate import markdown
-    from hbbench.sweep import sweep as run_sweep
+    from hbbench.api import sweep as run_sweep
 
     console = Console(stderr=True)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -152,7 +155,11 @@ def _run_sweep(spec, out, run_name, **executor_options):
             progress.advance(state["overall"])
 
     with progress:
-        table = run_sweep(spec, out=out, run=run_name, on_event=on_event, **executor_options)
+        try:
+            table = run_sweep(spec, out=out, run=run_name, on_event=on_event, **executor_options)
+        except KeyboardInterrupt as exc:
+            exc.run_dir = state.get("run_dir")  # named in the "run the same command again" line
+            raise
         progress.update(state["current"], visible=False)
     click.echo(markdown(table))
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, manifest.json, cells/")

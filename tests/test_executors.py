@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from hbbench.spec import SweepSpec
-from hbbench.sweep import sweep
+from hbbench.api import sweep
 
 SPEC = dict(attacks=["fgsm", "pgd[max_iter=2]"], defenses=["jpeg"], threats=["oblivious", "bpda"], n=3,
             batch_size=2, shard_size=2)

@@ -12,7 +12,7 @@ import pytest
 
 from hbbench.report import build_report
 from hbbench.spec import SweepSpec
-from hbbench.sweep import sweep
+from hbbench.api import sweep
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium") or shutil.which("chromium-browser"))

@@ -7,7 +7,7 @@ import pytest
 
 from hbbench.aggregate import COLUMNS
 from hbbench.spec import SweepSpec
-from hbbench.sweep import sweep
+from hbbench.api import sweep
 
 
 @pytest.fixture(scope="module")

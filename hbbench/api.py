@@ -1,4 +1,4 @@
-"""``sweep(spec)``: expand the grid, resume what a run directory already holds, run the rest through
+"""The one-call API, ``sweep(spec)``: expand the grid, resume what a run directory already holds, run
 an executor, and write summary.csv / summary.md and manifest.json."""
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
         _refuse_other_spec(store, spec)
+        _remove_temporaries(store)
         n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
         manifest = _start_manifest(store, spec, command)
         n_shards = shard_count(n_samples, spec.shard_size)
@@ -104,6 +105,14 @@ def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
     else:
         check_compatible(cells[0], load_model(spec.model, **spec.model_params), data)
     return len(data)
+
+
+def _remove_temporaries(store: RunStore) -> None:
+    """Temporary files of atomic writes that a killed run never renamed: never read as results
+    (a cell counts only as <id>.parquet + <id>.json), removed once we hold the run's lock."""
+    for pattern in (".*.tmp", "cells/.*.tmp", "cells/*.shards/.*.tmp"):
+        for path in store.root.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _refuse_other_spec(store: RunStore, spec: SweepSpec) -> None:
