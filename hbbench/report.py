@@ -617,28 +617,35 @@ def _example_figure(run: Run, df: pd.DataFrame, n_examples: int, device: str):
     chosen = [int(rec.loc[i, "sample"]) for i in order[:n_examples]]
 
     model = load_model(base_cell.model, **dict(base_cell.model_params))
-    n_load = base_cell.n
-    ds = load_dataset(base_cell.data, n=n_load, **dict(base_cell.data_params))
+    ds = load_dataset(base_cell.data, n=base_cell.n, **dict(base_cell.data_params))
     clf = make_classifier(model, device=device)
     names = _class_namer(int(clf.nb_classes))
-    exact = len(ds) <= 32  # attack the whole set as the run did, so random starts match; else a subset
-    x_all, y_all = (ds.x, ds.y) if exact else (ds.x[chosen], ds.y[chosen])
+    # Attack the shard the run attacked (same images, seed and batch size), so random starts match,
+    # when it is small; otherwise only the chosen images (then PGD's random start can differ).
+    size = getattr(spec, "shard_size", None) or len(ds)
+    shard = chosen[0] // size
+    start, stop = shard * size, min(shard * size + size, len(ds))
+    chosen = [s for s in chosen if start <= s < stop]
+    exact = stop - start <= 32
+    rows_idx = list(range(start, stop)) if exact else chosen
+    x_all = ds.images(rows_idx) if hasattr(ds, "images") else ds.x[rows_idx]
+    y_all = ds.y[rows_idx]
     params = dict(base_cell.attack_params)
     if base_cell.eps is not None:
         params["eps"] = base_cell.eps
     params.setdefault("batch_size", spec.batch_size)
-    target = base_cell.attack_target
     attacked = clf
-    if target != ("undefended",):  # no oblivious cell: attack the defended model as the run did
+    if base_cell.attack_target != ("undefended",):  # no oblivious cell: attack the defended model as the run did
         from hbbench.classifier import with_defenses
         from hbbench.defenses import attack_defenses
 
         pre, _ = attack_defenses(make_defense(base_cell.defense_name, clf, **dict(base_cell.defense_params)),
                                  base_cell.threat_model, "cpu")
         attacked = with_defenses(clf, pre)
-    seed_everything(base_cell.seed, base_cell.attack_key)
+    seed_parts = (shard,) if hasattr(spec, "shard_size") else ()
+    seed_everything(base_cell.seed, base_cell.attack_key, *seed_parts)
     x_adv_all = make_attack(base_cell.attack_name, attacked, **params).generate(x_all, y=y_all).astype(np.float32)
-    idx = chosen if exact else list(range(len(chosen)))
+    idx = [rows_idx.index(s) for s in chosen]
     x, x_adv, y = x_all[idx], x_adv_all[idx], y_all[idx]
 
     def probs(arr):
@@ -664,8 +671,8 @@ def _example_figure(run: Run, df: pd.DataFrame, n_examples: int, device: str):
             continue
         cell = cells[r.cell_id.iloc[0]]
         defense = make_defense(cell.defense_name, clf, **dict(cell.defense_params))
-        seed_everything(cell.seed, cell.id, "defense")
-        xd = apply_defense(defense, x_adv_all, spec.batch_size)[idx] if exact else apply_defense(defense, x_adv, spec.batch_size)
+        seed_everything(cell.seed, cell.id, "defense", *seed_parts)
+        xd = apply_defense(defense, x_adv_all, spec.batch_size)[idx]
         defended[d] = (xd, probs(xd))
         columns.append(f"{d} on adversarial")
     rows, agree = [], 0
@@ -683,7 +690,7 @@ def _example_figure(run: Run, df: pd.DataFrame, n_examples: int, device: str):
         rows.append(row)
         agree += int(np.argmax(p_adv[k]) == int(rec.loc[rec["sample"] == s, "adv_pred"].iloc[0]))
     fig = P.example_panels(rows, columns)
-    how = ("the whole image set attacked again with the run's seed and batch size" if exact else
+    how = ("their whole shard attacked again with the run's seed and batch size" if exact else
            "only these images attacked again (random starts can differ from the run)")
     caption = (f"Threat model: {threat}. {len(chosen)} images (clean model right, attack succeeds first) under "
                f"{attack}{eps_txt}, the attack setting that hurts the undefended model most; each panel lists the "
