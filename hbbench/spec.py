@@ -23,7 +23,7 @@ def parse_budget(text: str) -> float:
     s = str(text).strip()
     try:
         value = float(Fraction(s)) if "/" in s else float(s)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):  # OverflowError: a fraction beyond float range
         raise HBBenchError(f"bad budget '{s}': use a positive number or fraction like 4/255") from None
     if not value > 0 or value != value or value == float("inf"):
         raise HBBenchError(f"bad budget '{s}': it must be a positive, finite number")

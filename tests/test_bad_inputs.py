@@ -86,6 +86,8 @@ CASES = [
     ("budget-zero", lambda t: ["--eps", "0"], "bad budget '0'"),
     ("budget-not-a-number", lambda t: ["--eps", "abc"], "bad budget 'abc'"),
     ("budget-empty", lambda t: ["--eps", ","], "no budget"),
+    ("budget-overflow", lambda t: ["--eps", "9" * 400 + "/1"], "bad budget"),
+    ("attack-eps-negative", lambda t: ["--attacks", "pgd[eps=-4/255]"], "bad budget"),
     ("n-zero", lambda t: ["--n", "0"], "n must be >= 1"),
     ("n-not-an-integer", lambda t: ["--n", "two"], "--n"),
     ("batch-size-negative", lambda t: ["--batch-size", "-4"], "batch_size must be >= 1"),
