@@ -67,7 +67,7 @@ class HeatBlur(PreprocessorPyTorch):
 
     def __init__(self, model: torch.nn.Module, mean, std, clip_values=(0.0, 1.0), *,
                  method: str = "guided_backprop", top_k: int = 3, sigma: float = 8.0, relative: bool = False,
-                 mode: str = "mask", heat_sigma: float = 4.0, keep_sigma: float = 0.0,
+                 mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
                  create_graph: bool = False, num_classes: int | None = None, device_type: str = "cpu"):
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
         heatmaps.check_method(method)
@@ -107,9 +107,10 @@ class HeatBlur(PreprocessorPyTorch):
         if x.dim() != 4 or x.shape[1] != self.mean.numel():
             raise HBBenchError(f"heatblur input x must be (N, {self.mean.numel()}, H, W), got shape {tuple(x.shape)}")
         lo, hi = self.clip_values
-        if x.numel() and (float(x.min()) < lo - 1e-5 or float(x.max()) > hi + 1e-5):
+        xmin, xmax = (float(x.detach().min()), float(x.detach().max())) if x.numel() else (lo, hi)
+        if xmin < lo - 1e-5 or xmax > hi + 1e-5:
             raise HBBenchError(f"heatblur input x must lie in the clip range [{lo}, {hi}], "
-                               f"got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+                               f"got values in [{xmin:.4g}, {xmax:.4g}]")
 
     def relevance_map(self, x: torch.Tensor) -> torch.Tensor:
         """Raw relevance (N, 1, H, W) of the top-k classes (probability-weighted)."""
@@ -154,7 +155,7 @@ class HeatBlur(PreprocessorPyTorch):
 @DEFENSES.register("heatblur", "Heat-and-Blur (Brama & Grinshpoun 2020): relevance heatmap of the top-k "
                    "classes (captum) guides massive Gaussian blurring before the network classifies")
 def heatblur(classifier, method: str = "guided_backprop", top_k: int = 3, sigma: float = 8.0,
-             relative: bool = False, mode: str = "mask", heat_sigma: float = 4.0, keep_sigma: float = 0.0,
+             relative: bool = False, mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
              create_graph: bool = False):
     """Heat-and-Blur on ``classifier``'s own network and normalisation (defaults: docs/heatblur.md)."""
     pre = classifier.preprocessing
