@@ -96,15 +96,41 @@ def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
     they fit, before the run is marked as started: a bad file, weight or shape fails here with one
     message, not inside a worker. The in-process executor keeps what was loaded (no second model
     load); other executors load their own. Returns the number of samples."""
+    from hbbench.classifier import make_classifier
     from hbbench.models import load_model
     from hbbench.runner import check_compatible, get_context
 
     data = load_dataset(spec.data, n=spec.n, **spec.data_params)
     if in_process:
-        get_context(cells[0], spec.batch_size, spec.device)  # loads the model, checks the fit
+        classifier = get_context(cells[0], spec.batch_size, spec.device).classifier  # loads, checks the fit
     else:
-        check_compatible(cells[0], load_model(spec.model, **spec.model_params), data)
+        model = load_model(spec.model, **spec.model_params)
+        check_compatible(cells[0], model, data)
+        classifier = make_classifier(model, device="cpu")
+    _check_constructible(cells, classifier)
     return len(data)
+
+
+def _check_constructible(cells, classifier) -> None:
+    """Build every attack and defense of the grid once (cheap: nothing runs), so a parameter value
+    ART or a preset refuses (pgd[max_iter=-1], jpeg[quality=200]) is named before any work starts."""
+    from hbbench.attacks import make_attack
+    from hbbench.defenses import make_defense
+
+    built = set()
+    for c in cells:
+        attack_params = {**dict(c.attack_params), **({"eps": c.eps} if c.eps is not None else {})}
+        todo = [("attack", c.attack, (c.attack, c.eps), make_attack, c.attack_name, attack_params),
+                ("defense", c.defense, c.defense, make_defense, c.defense_name, dict(c.defense_params))]
+        for kind, label, key, factory, name, params in todo:
+            if (kind, key) in built:
+                continue
+            built.add((kind, key))
+            try:
+                factory(name, classifier, **params)
+            except (HBBenchError, ValueError, TypeError) as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise HBBenchError(f"{kind} '{label}': {message}") from None
 
 
 def _remove_temporaries(store: RunStore) -> None:
