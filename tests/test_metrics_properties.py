@@ -25,11 +25,13 @@ def prob_rows(draw, n=None, c=None, distinct=False):
     some with zeros and ties."""
     n = n or draw(st.integers(1, 6))
     c = c or draw(st.integers(2, 12))
-    raw = draw(arrays(np.float64, (n, c), elements=st.one_of(
-        st.floats(0, 1), st.sampled_from([0.0, 1e-12, 0.5, 1.0]), st.floats(0, 50))))
-    raw[raw.sum(axis=1) == 0, 0] = 1.0  # a row needs some mass
-    if distinct:
-        assume(all(len(set(row)) == c for row in raw))
+    if distinct:  # no ties: distinct integers, normalised
+        rows = [draw(st.lists(st.integers(1, 10**6), min_size=c, max_size=c, unique=True)) for _ in range(n)]
+        raw = np.array(rows, np.float64)
+    else:
+        raw = draw(arrays(np.float64, (n, c), elements=st.one_of(
+            st.floats(0, 1), st.sampled_from([0.0, 1e-12, 0.5, 1.0]), st.floats(0, 50))))
+        raw[raw.sum(axis=1) == 0, 0] = 1.0  # a row needs some mass
     return raw / raw.sum(axis=1, keepdims=True)
 
 

@@ -107,6 +107,9 @@ def _interrupt_and_resume(reference: Path, tmp_path: Path, sig: int) -> tuple[in
     kept = _finished_cells(out)
     assert 2 <= len(kept) < N_CELLS, "the interruption must land mid-run for this test to mean anything"
     stamps = _stamps(run_dir, kept)
+    if sig == signal.SIGINT:  # an orderly stop: the summary of what is done, and the manifest says so
+        assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+        assert set(pd.read_csv(run_dir / "summary.csv").cell_id) == kept
 
     # What a writer killed mid-write leaves: temporaries of atomic writes, and a cell's Parquet whose
     # JSON (written last) never came. None of it may be read as a result.
