@@ -3,9 +3,10 @@ subprocesses, killed with SIGKILL or interrupted with SIGINT (Ctrl-C) after some
 then resumed with the same command; two sweeps on one run directory; a resumed run with changed
 parameters; unsafe weights; the same command twice.
 
-Every sweep here runs the same 9-cell grid (3 attacks, one with a random start, x none/jpeg/noise
-x oblivious) on 2 embedded images with one torch thread: numbers are bit-identical between runs
-with the same thread count, so summaries are compared exactly (except the *_seconds columns)."""
+Every sweep here runs the same 18-cell grid (3 attacks, one with a random start, x none/jpeg/noise
+x oblivious/bpda; under bpda the random noise defense sits inside the attack loop) on 2 embedded
+images with one torch thread: numbers are bit-identical between runs with the same thread count,
+so summaries are compared exactly (except the *_seconds columns)."""
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ from hbbench.cli import main
 pytestmark = pytest.mark.slow
 
 GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=2,num_random_init=1],bim[max_iter=2]",
-        "--defense", "jpeg,noise", "--threat", "oblivious", "--batch-size", "2", "--device", "cpu", "--seed", "0"]
-N_CELLS = 3 * 3 * 1
+        "--defense", "jpeg,noise", "--threat", "oblivious,bpda", "--batch-size", "2", "--device", "cpu", "--seed", "0"]
+N_CELLS = 3 * 3 * 2
 # One torch thread: fast on a shared 2-core machine, and reductions in a fixed order. COLUMNS keeps
 # rich from wrapping the progress lines, so the messages can be matched.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "400"}
@@ -216,7 +217,8 @@ def test_same_command_same_seed_same_numbers(reference):
     again = reference.parent / "b"
     pd.testing.assert_frame_equal(_numbers(again), _numbers(reference), check_exact=True)
     table = pd.read_csv(reference / "summary.csv")
-    assert {"noise", "none", "jpeg"} == set(table.defense) and len(table) == N_CELLS
+    assert {"noise", "none", "jpeg"} == set(table.defense) and {"oblivious", "bpda"} == set(table.threat_model)
+    assert len(table) == N_CELLS
     for cell_id in table.cell_id:  # the per-sample records too, not only their means
         pd.testing.assert_frame_equal(pd.read_parquet(again / "cells" / f"{cell_id}.parquet"),
                                       pd.read_parquet(reference / "cells" / f"{cell_id}.parquet"), check_exact=True)
