@@ -13,6 +13,15 @@ from click.testing import CliRunner
 
 from hbbench.cli import main
 
+
+def cli_runner() -> CliRunner:
+    """stdout and stderr apart: click >= 8.2 always keeps them apart, 8.1 needs mix_stderr=False."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
 # A tiny grid: one cheap attack, one defense, one threat model, one sample.
 TINY = ["--attacks", "fgsm", "--defense", "jpeg", "--threat", "oblivious", "--n", "1", "--batch-size", "1",
         "--device", "cpu"]
@@ -135,7 +144,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def runner():
-    return CliRunner()
+    return cli_runner()
 
 
 @pytest.mark.parametrize("build,keyword", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -146,8 +155,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(runner, tmp_path, monke
     args = ["sweep", *TINY, "--out", str(out), *extra]
     result = runner.invoke(main, args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
+    assert result.exit_code == 2, (result.exit_code, result.stdout + result.stderr, result.exception)
+    assert "Traceback" not in result.stdout + result.stderr
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and keyword in lines[0], lines[0]
     assert not result.stdout.strip()

@@ -27,6 +27,14 @@ from hbbench.cli import main
 
 pytestmark = pytest.mark.slow
 
+def cli_runner() -> CliRunner:
+    """stdout and stderr apart: click >= 8.2 always keeps them apart, 8.1 needs mix_stderr=False."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
 GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=2,num_random_init=1],bim[max_iter=2]",
         "--defense", "jpeg,noise", "--threat", "oblivious,bpda", "--batch-size", "2", "--device", "cpu", "--seed", "0"]
 N_CELLS = 3 * 3 * 2
@@ -162,10 +170,10 @@ def test_second_sweep_on_the_same_run_is_refused(tmp_path):
     try:
         _wait_for(lambda: any(f"pid {first.pid}" in p.read_text() for p in out.glob("*/.lock")), first, tmp_path,
                   "the run lock")
-        result = CliRunner().invoke(main, ["sweep", *long_grid, "--out", str(out)])
+        result = cli_runner().invoke(main, ["sweep", *long_grid, "--out", str(out)])
         lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 2, result.output
-        assert len(lines) == 1 and "Traceback" not in result.output, lines
+        assert result.exit_code == 2, result.stdout + result.stderr
+        assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr, lines
         assert lines[0].startswith("error: ") and "in use by a running sweep" in lines[0] \
             and f"pid {first.pid}" in lines[0], lines[0]
         assert first.poll() is None  # the first sweep was left alone
@@ -181,9 +189,10 @@ def test_second_sweep_on_the_same_run_is_refused(tmp_path):
 ])
 def test_resuming_with_changed_parameters_is_refused(reference, change, difference):
     before = {p.name: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file() and p.name != ".lock"}
-    result = CliRunner().invoke(main, ["sweep", *GRID, *change, "--out", str(reference.parent), "--run", "a"])
+    result = cli_runner().invoke(main, ["sweep", *GRID, *change, "--out", str(reference.parent), "--run", "a"])
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    everything = result.stdout + result.stderr
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in everything, everything
     assert "holds a run with a different spec" in lines[0] and difference in lines[0], lines[0]
     assert "--run" in lines[0]  # says how to get out of it
     assert {p.name: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file() and p.name != ".lock"} == before
@@ -202,10 +211,11 @@ def test_cli_refuses_unsafe_weights_without_trust_checkpoint(tmp_path):
     assert marker.is_dir()
     marker.rmdir()
 
-    result = CliRunner().invoke(main, ["sweep", *GRID, "--model", "torchvision:resnet18", "--weights", str(evil),
+    result = cli_runner().invoke(main, ["sweep", *GRID, "--model", "torchvision:resnet18", "--weights", str(evil),
                                        "--out", str(tmp_path / "results")])
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    everything = result.stdout + result.stderr
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in everything, everything
     assert "--trust-checkpoint" in lines[0] and "evil.pt" in lines[0], lines[0]
     assert not marker.exists()
     assert not list((tmp_path / "results").rglob("cells/*"))
