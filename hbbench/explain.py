@@ -81,7 +81,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
     import matplotlib.pyplot as plt
 
     from hbbench.attacks import make_attack
-    from hbbench.classifier import make_classifier
+    from hbbench.classifier import make_classifier, predict_probs
     from hbbench.defenses import make_defense
     from hbbench.defenses.heatblur import gaussian_blur
     from hbbench.defenses.heatmaps import relevance
@@ -98,7 +98,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
 
     np.random.seed(seed)
     torch.manual_seed(seed)
-    y = np.array([label]) if label is not None else clf.predict(x).argmax(1)
+    y = np.array([label]) if label is not None else predict_probs(clf, x).argmax(1)
     x_adv = make_attack("pgd", clf, eps=eps, max_iter=attack_iters).generate(x, y=y).astype(np.float32)
 
     k = hb.top_k
@@ -110,11 +110,11 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
 
     for row, (title, xi) in enumerate((("clean", x), (f"PGD {eps * 255:.3g}/255", x_adv))):
         xt = torch.from_numpy(xi).to(clf.device)
-        p_before = clf.predict(xi)[0]
+        p_before = predict_probs(clf, xi)[0]
         top = np.argsort(-p_before)[:k]
         m = hb.heat(xt)  # combined, probability-weighted mask the defense uses
         defended = hb.forward(xt)[0]
-        p_after = clf.predict(defended.detach().cpu().numpy())[0]
+        p_after = predict_probs(clf, defended.detach().cpu().numpy())[0]
         if hb.mode == "heatmap":
             blurred = gaussian_blur(m, hb.blur_sigma(xt)).expand(-1, 3, -1, -1)
         else:

@@ -591,10 +591,8 @@ def _examples(doc: Doc, run: Run, df: pd.DataFrame, n_examples: int, device: str
 
 
 def _example_figure(run: Run, df: pd.DataFrame, n_examples: int, device: str):
-    import torch
-
     from hbbench.attacks import make_attack
-    from hbbench.classifier import make_classifier
+    from hbbench.classifier import make_classifier, predict_probs
     from hbbench.datasets import load_dataset
     from hbbench.defenses import make_defense
     from hbbench.models import load_model
@@ -649,8 +647,7 @@ def _example_figure(run: Run, df: pd.DataFrame, n_examples: int, device: str):
     x, x_adv, y = x_all[idx], x_adv_all[idx], y_all[idx]
 
     def probs(arr):
-        logits = clf.predict(arr, batch_size=spec.batch_size)
-        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        return predict_probs(clf, arr, spec.batch_size)
 
     def panel(img, p, label):
         top = np.argsort(-p)[:3]

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from hbbench.attacks import ATTACKS, make_attack
-from hbbench.classifier import make_classifier, resolve_device, with_defenses
+from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attack_defenses, make_defense
 from hbbench.errors import HBBenchError
@@ -63,8 +63,7 @@ class Context:
         self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
     def predict(self, x: np.ndarray, classifier=None) -> np.ndarray:
-        logits = (classifier or self.classifier).predict(x, batch_size=self.batch_size)
-        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        return predict_probs(classifier or self.classifier, x, self.batch_size)
 
     def clean_probs(self, start: int, stop: int, x: np.ndarray) -> np.ndarray:
         """Clean predictions of a shard, kept for the next units over the same shard."""
