@@ -230,5 +230,33 @@ def report(run_dir, out, no_examples, device):
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
 
+@main.command()
+@click.argument("image")
+@click.option("--data", default="imagenet-samples", show_default=True,
+              help="Dataset IMAGE indexes into when IMAGE is a number.")
+@click.option("--model", "-m", default="efficientnet_lite0", show_default=True)
+@click.option("--out", "-o", default="heatblur_explain.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG file to write.")
+@click.option("--eps", default="4/255", show_default=True, help="Linf budget of the PGD row.")
+@click.option("--iters", type=int, default=10, show_default=True, help="PGD steps.")
+@click.option("--params", "params", default="", help="HeatBlur parameters, e.g. 'top_k=2,sigma=8,method=saliency' "
+              "(hbbench list defenses shows them).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def explain(image, data, model, out, eps, iters, params, device, seed):
+    """Draw Heat-and-Blur on one image (a file, or an index into --data): clean and PGD rows, heatmaps of
+    the top-k classes, the blurred and defended inputs, top-5 before and after."""
+    from hbbench.classifier import resolve_device
+    from hbbench.explain import explain as draw
+    from hbbench.spec import parse_budget, parse_item
+
+    if iters < 1:
+        raise HBBenchError(f"--iters must be >= 1, got {iters}")
+    _, defense_params = parse_item(f"heatblur[{params}]")
+    draw(image, dataset=data, model=model, out=out, eps=parse_budget(eps), attack_iters=iters,
+         device=resolve_device(device), seed=seed, **defense_params)
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":
     main()

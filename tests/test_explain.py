@@ -23,3 +23,26 @@ def test_explain_bad_input(tmp_path):
         explain(str(tmp_path / "missing.jpg"), out=tmp_path / "x.png")
     with pytest.raises(HBBenchError, match="sigma"):
         explain(0, out=tmp_path / "x.png", sigma=-1.0)
+
+
+def test_explain_bars_are_probabilities(tmp_path):
+    fig = explain(0, dataset="imagenet-samples", out=tmp_path / "p.png", attack_iters=1, top_k=1, dpi=40)
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert len(bar_axes) == 4  # top-5 before and after, clean and PGD rows
+    for ax in bar_axes:
+        widths = [p.get_width() for p in ax.patches]
+        assert all(0.0 <= w <= 1.0 for w in widths) and sum(widths) <= 1.0 + 1e-6
+
+
+def test_explain_cli_writes_png_and_refuses_bad_params(tmp_path):
+    from click.testing import CliRunner
+
+    from hbbench.cli import main
+
+    out = tmp_path / "e.png"
+    res = CliRunner().invoke(main, ["explain", "1", "--out", str(out), "--iters", "1", "--params", "top_k=1,sigma=6"])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(main, ["explain", "1", "--out", str(tmp_path / "bad.png"), "--params", "top_k=0"])
+    assert res.exit_code == 2 and "top_k" in res.output
+    assert not (tmp_path / "bad.png").exists()
