@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hbbench.attacks import make_attack
-from hbbench.classifier import make_classifier, with_defenses
+from hbbench.classifier import make_classifier, predict_probs, with_defenses
 from hbbench.datasets import load_dataset
 from hbbench.defenses import StraightThrough, make_defense
 from hbbench.metrics.ranking import ranking_ndcg
@@ -66,10 +66,6 @@ def cached(path: Path, fn):
     np.save(path, arr)
     log(f"  computed {path.name} in {time.perf_counter() - t:.0f}s")
     return arr
-
-
-def predict(clf, x, bs=32):
-    return clf.predict(x, batch_size=bs)
 
 
 def row_metrics(probs: dict, y, clean_ref) -> dict:
@@ -132,7 +128,7 @@ def main(argv=None):
     if args.attacks_only:
         return
     sets = {"clean": x, **adv}
-    clean_ref = cached(cache / f"clean_probs_{key}.npy", lambda: predict(clf, x))
+    clean_ref = cached(cache / f"clean_probs_{key}.npy", lambda: predict_probs(clf, x))
     log(f"undefended clean top-1 {(clean_ref.argmax(1) == y).mean():.3f}")
     sections = set(args.only.split(",")) if args.only else {"baselines", "heatblur"}
     rows = []
@@ -144,7 +140,7 @@ def main(argv=None):
             d = make_defense(name, clf, **params)
             dclf = with_defenses(clf, [d] if d is not None else [])
             t = time.perf_counter()
-            probs = {k: cached(cache / f"base_{tag}_{k}_{key}.npy", lambda v=v: predict(dclf, v)) for k, v in sets.items()}
+            probs = {k: cached(cache / f"base_{tag}_{k}_{key}.npy", lambda v=v: predict_probs(dclf, v)) for k, v in sets.items()}
             rows.append((label, row_metrics(probs, y, clean_ref)))
             log(f"  {label}: {rows[-1][1]}  ({time.perf_counter() - t:.0f}s)")
 
@@ -176,7 +172,7 @@ def main(argv=None):
                     def run(v=sets[k], r=rel[k], hb=hb):
                         with torch.no_grad():
                             out = hb.compose(torch.from_numpy(v), hb.mask_from_relevance(torch.from_numpy(r)))
-                        return predict(clf, out.numpy())
+                        return predict_probs(clf, out.numpy())
                     probs[k] = cached(cache / f"hb_{tag}_{k}_{key}.npy", run)
                 rows.append((label, row_metrics(probs, y, clean_ref)))
                 log(f"  {label}: {rows[-1][1]}  ({time.perf_counter() - t:.0f}s)")
@@ -197,8 +193,8 @@ def main(argv=None):
         t = time.perf_counter()
         xa = make_attack("pgd", attacker, eps=2 / 255, max_iter=10).generate(x[:n], y=y[:n]).astype(np.float32)
         secs = time.perf_counter() - t
-        p_clean = predict(defended, x[:n])
-        p_adv = predict(defended, xa)
+        p_clean = predict_probs(defended, x[:n])
+        p_adv = predict_probs(defended, xa)
         print(f"\nBPDA PGD-10 2/255 against StraightThrough(HeatBlur {params}) on the first {n} images "
               f"({secs:.0f}s): defended clean top-1 {(p_clean.argmax(1) == y[:n]).mean():.3f}, defended adv "
               f"top-1 {(p_adv.argmax(1) == y[:n]).mean():.3f}, NDCG {ranking_ndcg(clean_ref[:n], p_adv).mean():.3f}")

@@ -31,6 +31,11 @@ def ranking_ndcg(clean_probs: np.ndarray, eval_probs: np.ndarray, tau: float = 0
         raise ValueError(f"probabilities must be two (N, C) arrays of one shape, got {clean.shape} and {other.shape}")
     if not 0 < tau <= 1:
         raise ValueError(f"tau must be in (0, 1], got {tau}")
+    for name, arr in (("clean_probs", clean), ("eval_probs", other)):
+        # relevance IS the clean probability: logits here would silently give wrong scores
+        if arr.size and (arr.min() < 0 or np.abs(arr.sum(axis=1) - 1).max() > 1e-3):
+            raise ValueError(f"{name} must be probabilities (non-negative rows summing to 1); "
+                             "apply softmax to logits first")
     n, c = clean.shape
     rows = np.arange(n)[:, None]
     positions = np.arange(c)[None, :]

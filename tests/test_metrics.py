@@ -72,3 +72,11 @@ def test_bootstrap_ci_is_deterministic_and_covers_the_mean():
     v = np.r_[np.ones(30), np.zeros(70), [np.nan]]
     lo, hi = bootstrap_ci(v, seed=1)
     assert lo < 0.3 < hi and (lo, hi) == bootstrap_ci(v, seed=1)
+
+
+def test_ndcg_refuses_logits():
+    logits = np.array([[2.0, -1.0, 0.5, 0.1]])
+    with pytest.raises(ValueError, match="softmax"):
+        ranking_ndcg(CLEAN, logits)
+    with pytest.raises(ValueError, match="clean_probs"):
+        ranking_ndcg(np.array([[3.0, 1.0, 0.0, 0.0]]), CLEAN)
