@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 
-from bench.common import machine, median_seconds
+from bench.common import interleaved_seconds, machine, median_ratio, median_seconds
 
 
 def main(argv=None):
@@ -59,16 +58,9 @@ def main(argv=None):
         sync()
 
     print(f"machine: {machine()}; batch {args.n} x 3 x 224 x 224; median of {args.repeats} runs")
-    # Interleaved: on a shared CPU the load drifts; each ratio compares runs made back to back.
-    fwd_bwd(), heatblur()
-    t_fb, t_hb, t_f = [], [], []
-    for _ in range(args.repeats):
-        for fn, acc in ((fwd_bwd, t_fb), (heatblur, t_hb), (forward_only, t_f)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    ratio = statistics.median(h / f for h, f in zip(t_hb, t_fb))
-    t_fb, t_hb, t_f = (statistics.median(v) for v in (t_fb, t_hb, t_f))
+    t = interleaved_seconds({"fb": fwd_bwd, "hb": heatblur, "f": forward_only}, args.repeats)
+    ratio = median_ratio(t["hb"], t["fb"])
+    t_fb, t_hb, t_f = (statistics.median(t[k]) for k in ("fb", "hb", "f"))
     print(f"model forward (no grad):                  {t_f:7.3f} s")
     print(f"model forward + input-gradient backward:  {t_fb:7.3f} s")
     print(f"HeatBlur {hb!r}: {t_hb:7.3f} s")

@@ -20,6 +20,25 @@ def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_seconds(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Time several functions round-robin: {name: [seconds per round]}. On a shared CPU the load
+    drifts; ratios of runs made back to back (``median_ratio``) are steadier than ratios of medians."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median_ratio(num: list, den: list) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
