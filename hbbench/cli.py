@@ -1,6 +1,7 @@
 """The ``hbbench`` command line. Every user error prints one line and exits with code 2."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -36,8 +37,18 @@ class OneLineErrors(click.Group):
             where = getattr(interrupt, "run_dir", None)
             click.echo(f"interrupted: every finished cell is on disk{f' in {where}' if where else ''}; "
                        "run the same command again to resume", err=True)
-            sys.exit(130)
+            sys.exit(getattr(interrupt, "exit_code", 130))
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (plain `kill`, a pre-empted cluster node) stops a sweep the way Ctrl-C does: the summary
+    of the finished cells is written and the manifest says "interrupted". Exit 143 = 128 + SIGTERM."""
+    exit_code = 143
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def _fail(message: str):
@@ -106,6 +117,7 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
         raise HBBenchError("--workers must be >= 1 and --loader-workers >= 0")
     if address and executor != "ray":
         raise HBBenchError("--address is for --executor ray")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
                loader_workers=loader_workers)
 

@@ -116,7 +116,7 @@ def _interrupt_and_resume(reference: Path, tmp_path: Path, sig: int) -> tuple[in
     kept = _finished_cells(out)
     assert 2 <= len(kept) < N_CELLS, "the interruption must land mid-run for this test to mean anything"
     stamps = _stamps(run_dir, kept)
-    if sig == signal.SIGINT:  # an orderly stop: the summary of what is done, and the manifest says so
+    if sig in (signal.SIGINT, signal.SIGTERM):  # an orderly stop: the summary of what is done, and the manifest says so
         assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
         assert set(pd.read_csv(run_dir / "summary.csv").cell_id) == kept
 
@@ -147,9 +147,10 @@ def test_sigkill_then_same_command_resumes_without_recomputing(reference, tmp_pa
     assert rc == -signal.SIGKILL
 
 
-def test_sigint_exits_130_says_how_to_resume_then_resumes(reference, tmp_path):
-    rc, stderr, _ = _interrupt_and_resume(reference, tmp_path, signal.SIGINT)
-    assert rc == 130
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_exits_says_how_to_resume_then_resumes(reference, tmp_path, sig, code):
+    rc, stderr, _ = _interrupt_and_resume(reference, tmp_path, sig)
+    assert rc == code
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted: every finished cell is on disk in ") and \
