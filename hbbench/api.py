@@ -33,11 +33,11 @@ def default_run_name(spec: SweepSpec) -> str:
 
 def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None = None, executor: str = "local",
           on_event=None, command: str | None = None, workers: int = 1, address: str | None = None,
-          loader_workers: int = 0) -> pd.DataFrame:
+          loader_workers: int = 0, threads: int | None = None) -> pd.DataFrame:
     """Run (or resume) the sweep ``spec`` into ``out/<run>`` and return its summary table.
 
     ``executor`` is ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, or a
-    local Ray instance). Finished cells and shards found in the run directory are kept and not
+    local Ray instance); ``threads`` = torch threads per worker (default: cores // workers). Finished cells and shards found in the run directory are kept and not
     recomputed; a run directory whose manifest holds a different spec is refused, so results are
     never mixed."""
     if isinstance(spec, dict):
@@ -64,7 +64,8 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         status = "interrupted"
         try:
             for results in run_executor(units, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
-                                        workers=workers, address=address, loader_workers=loader_workers):
+                                        workers=workers, address=address, loader_workers=loader_workers,
+                                        threads=threads):
                 for r in results:
                     store.write_shard(r.cell_id, r.shard, r.records, {
                         "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,

@@ -100,9 +100,11 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
               "local Ray instance.")
 @click.option("--loader-workers", type=int, default=0, show_default=True,
               help="DataLoader processes decoding images.")
+@click.option("--threads", type=int, default=None, help="torch threads per worker (default: the cores divided "
+              "by --workers).")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
-          loader_workers, **flags):
+          loader_workers, threads, **flags):
     """Run an attack x defense x budget x threat-model grid; resumable, one file per finished cell."""
     from hbbench.spec import SweepSpec
 
@@ -113,13 +115,13 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
     spec.model_params.update(_accepted("model", spec.model, weights=weights, download=download or None,
                                        trust_checkpoint=trust_checkpoint or None))
     spec.data_params.update(_accepted("dataset", spec.data, download=download or None))
-    if workers < 1 or loader_workers < 0:
-        raise HBBenchError("--workers must be >= 1 and --loader-workers >= 0")
+    if workers < 1 or loader_workers < 0 or (threads is not None and threads < 1):
+        raise HBBenchError("--workers and --threads must be >= 1, --loader-workers >= 0")
     if address and executor != "ray":
         raise HBBenchError("--address is for --executor ray")
     signal.signal(signal.SIGTERM, _raise_terminated)
     _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
-               loader_workers=loader_workers)
+               loader_workers=loader_workers, threads=threads)
 
 
 def _accepted(kind: str, name: str, **options) -> dict:

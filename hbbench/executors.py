@@ -32,8 +32,9 @@ def get_executor(name: str) -> Callable:
     return EXECUTORS[name]
 
 
-def _threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+def _threads_per_worker(workers: int, threads: int | None = None) -> int:
+    """torch threads per worker: as asked, else the cores split between the workers."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
 
 
 def _init_worker(threads: int) -> None:
@@ -48,19 +49,26 @@ def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int
 
 @executor("local")
 def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers: int = 1,
-              loader_workers: int = 0, **_) -> Results:
+              loader_workers: int = 0, threads: int | None = None, **_) -> Results:
     if workers < 1:
         raise HBBenchError(f"--workers must be >= 1, got {workers}")
     if workers == 1 or len(units) <= 1:
-        for unit in units:
-            yield run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers,
-                           on_event=on_event)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            for unit in units:
+                yield run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers,
+                               on_event=on_event)
+        finally:
+            torch.set_num_threads(before)
         return
     import multiprocessing as mp
 
     # spawn, not fork: forking a process that already runs torch threads can deadlock.
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(_threads_per_worker(workers),)) as pool:
+                             initargs=(_threads_per_worker(workers, threads),)) as pool:
         pending = {pool.submit(_run_in_worker, u, batch_size, device, loader_workers) for u in units}
         try:
             while pending:
@@ -74,7 +82,7 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
 
 @executor("ray")
 def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: int | None = None,
-            address: str | None = None, loader_workers: int = 0, cpus_per_task: float | None = None, **_) -> Results:
+            address: str | None = None, loader_workers: int = 0, threads: int | None = None, **_) -> Results:
     try:
         import ray
     except ImportError:
@@ -86,7 +94,7 @@ def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: 
         else:
             ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        cpus = cpus_per_task or float(_threads_per_worker(workers or int(ray.available_resources().get("CPU", 1))))
+        cpus = float(_threads_per_worker(workers or int(ray.available_resources().get("CPU", 1)), threads))
         gpus = 1 if device == "cuda" or (device == "auto" and ray.available_resources().get("GPU")) else 0
         task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_in_ray)
         pending = [task.remote(u, batch_size, device, loader_workers, int(cpus)) for u in units]

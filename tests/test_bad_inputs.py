@@ -106,6 +106,7 @@ CASES = [
     ("batch-size-negative", lambda t: ["--batch-size", "-4"], "batch_size must be >= 1"),
     ("shard-size-zero", lambda t: ["--shard-size", "0"], "shard_size"),
     ("workers-zero", lambda t: ["--workers", "0"], "--workers"),
+    ("threads-zero", lambda t: ["--threads", "0"], "--threads"),
     ("seed-not-an-integer", lambda t: ["--seed", "abc"], "--seed"),
     ("device-unknown", lambda t: ["--device", "tpu"], "--device"),
     ("weights-for-embedded-model", lambda t: ["--weights", "w.pt"], "takes no --weights"),
