@@ -66,7 +66,7 @@ class HeatBlur(PreprocessorPyTorch):
     """
 
     def __init__(self, model: torch.nn.Module, mean, std, clip_values=(0.0, 1.0), *,
-                 method: str = "guided_backprop", top_k: int = 3, sigma: float = 8.0, relative: bool = False,
+                 method: str = "saliency", top_k: int = 3, sigma: float = 8.0, relative: bool = False,
                  mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
                  create_graph: bool = False, num_classes: int | None = None, device_type: str = "cpu"):
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
@@ -154,7 +154,7 @@ class HeatBlur(PreprocessorPyTorch):
 
 @DEFENSES.register("heatblur", "Heat-and-Blur (Brama & Grinshpoun 2020): relevance heatmap of the top-k "
                    "classes (captum) guides massive Gaussian blurring before the network classifies")
-def heatblur(classifier, method: str = "guided_backprop", top_k: int = 3, sigma: float = 8.0,
+def heatblur(classifier, method: str = "saliency", top_k: int = 3, sigma: float = 8.0,
              relative: bool = False, mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
              create_graph: bool = False):
     """Heat-and-Blur on ``classifier``'s own network and normalisation (defaults: docs/heatblur.md)."""

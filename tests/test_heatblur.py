@@ -58,10 +58,14 @@ def test_registered_with_documented_defaults():
     p = entry.params
     assert {"method", "top_k", "sigma", "mode", "create_graph"} <= set(p)
     assert p["create_graph"] is False
+    # the defaults docs/heatblur.md argues for from the ablation
+    assert (p["method"], p["top_k"], p["mode"], p["sigma"], p["keep_sigma"]) == ("saliency", 3, "inverse", 8.0, 1.0)
 
 
-def test_defended_output_and_model_hygiene(classifier, hb, x2):
+@pytest.mark.parametrize("method", ["saliency", "guided_backprop"])  # the default, and the hooked method
+def test_defended_output_and_model_hygiene(classifier, x2, method):
     x, _ = x2
+    hb = make_defense("heatblur", classifier, method=method)
     before = model_state(classifier.model)
     out, _ = hb(x)
     out2, _ = hb(x)
