@@ -1,4 +1,4 @@
-"""Turn the cell summaries of a run into the pandas table written as summary.csv / summary.md."""
+"""Turn the cell summaries of a run into the pandas table written as summary.csv / .md / .tex."""
 from __future__ import annotations
 
 import pandas as pd
@@ -26,14 +26,24 @@ def summary_table(summaries: list[dict], order: list[str] | None = None) -> pd.D
     return df[COLUMNS + EXTRA + [c for c in df.columns if c not in COLUMNS + EXTRA]]
 
 
-def markdown(df: pd.DataFrame, columns=SHOWN) -> str:
-    """A compact markdown table (eps as a fraction of 255, rates to 3 decimals)."""
+def _compact(df: pd.DataFrame, columns) -> pd.DataFrame:
     view = df[[c for c in columns if c in df.columns]].copy()
     if "eps" in view:
         view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
+    return view
+
+
+def markdown(df: pd.DataFrame, columns=SHOWN) -> str:
+    """A compact markdown table (eps as a fraction of 255, rates to 3 decimals)."""
+    view = _compact(df, columns)
     header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
     rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in view.itertuples(index=False)]
     return header + "\n".join(rows) + "\n"
+
+
+def latex(df: pd.DataFrame, columns=SHOWN) -> str:
+    """The same compact table as LaTeX (booktabs), for papers."""
+    return _compact(df, columns).to_latex(index=False, float_format="%.3f", escape=True)
 
 
 def _fmt(v) -> str:
@@ -46,4 +56,5 @@ def write_summary(store: RunStore, order: list[str] | None = None) -> pd.DataFra
     df = summary_table(store.summaries(), order)
     atomic_write_text(store.root / "summary.csv", df.to_csv(index=False))
     atomic_write_text(store.root / "summary.md", markdown(df))
+    atomic_write_text(store.root / "summary.tex", latex(df))
     return df

@@ -26,6 +26,8 @@ def test_summary_has_contract_columns_for_every_cell(small_run):
     assert set(csv["defense"]) == {"none", "jpeg"} and set(csv["threat_model"]) == {"oblivious", "bpda"}
     assert (csv["n"] == 3).all()
     assert (run_dir / "summary.md").read_text().startswith("| attack")
+    tex = (run_dir / "summary.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and tex.count("\\\\\n") == len(csv) + 1  # header + one row per cell
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["spec"]["n"] == 3
     assert manifest["versions"]["adversarial-robustness-toolbox"]
