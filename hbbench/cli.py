@@ -119,9 +119,12 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
         raise HBBenchError("--workers and --threads must be >= 1, --loader-workers >= 0")
     if address and executor != "ray":
         raise HBBenchError("--address is for --executor ray")
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
-               loader_workers=loader_workers, threads=threads)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
+                   loader_workers=loader_workers, threads=threads)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _accepted(kind: str, name: str, **options) -> dict:
