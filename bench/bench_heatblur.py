@@ -1,7 +1,7 @@
 """Heat-and-Blur cost: its time over one forward + input-gradient backward of the model (target <= 1.2),
 and preprocessing throughput beside ART's JpegCompression, SpatialSmoothingPyTorch and TotalVarMin.
 
-    python bench/bench_heatblur.py [--n 16] [--repeats 5]
+    python -m bench.bench_heatblur [--n 16] [--repeats 5] [--model torchvision:vgg19]
 
 Prints figures only (median of several runs); never asserts on time.
 """
@@ -22,6 +22,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="efficientnet_lite0", help="any registered model, e.g. torchvision:vgg19 "
+                    "(random weights are fine for timing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -29,7 +31,7 @@ def main(argv=None):
     from hbbench.datasets import load_dataset
     from hbbench.defenses import make_defense
 
-    clf = make_classifier("efficientnet_lite0", device=args.device)
+    clf = make_classifier(args.model, device=args.device)
     ds = load_dataset("imagenet-samples")
     x_np = np.concatenate([ds.x] * (args.n // len(ds) + 1))[: args.n]
     x = torch.from_numpy(x_np).to(clf.device)
@@ -57,12 +59,12 @@ def main(argv=None):
             hb.forward(x)
         sync()
 
-    print(f"machine: {machine()}; batch {args.n} x 3 x 224 x 224; median of {args.repeats} runs")
+    print(f"machine: {machine()}; {args.model}, batch {args.n} x 3 x 224 x 224; median of {args.repeats} runs")
     t = interleaved_seconds({"fb": fwd_bwd, "hb": heatblur, "f": forward_only}, args.repeats)
     ratio = median_ratio(t["hb"], t["fb"])
     t_fb, t_hb, t_f = (statistics.median(t[k]) for k in ("fb", "hb", "f"))
-    print(f"model forward (no grad):                  {t_f:7.3f} s")
-    print(f"model forward + input-gradient backward:  {t_fb:7.3f} s")
+    print(f"model forward (no grad), F:                  {t_f:7.3f} s  ({t_f / args.n:.3f} s per image)")
+    print(f"model forward + input-gradient backward, G:  {t_fb:7.3f} s  ({t_fb / args.n:.3f} s per image; G/F {t_fb / t_f:.2f})")
     print(f"HeatBlur {hb!r}: {t_hb:7.3f} s")
     print(f"cost ratio HeatBlur / (forward + backward) = {ratio:.2f}  (median of back-to-back ratios; target <= 1.2)")
     print(f"defended prediction (HeatBlur + forward) / plain forward = {(t_hb + t_f) / t_f:.2f}")
