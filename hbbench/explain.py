@@ -98,7 +98,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
 
     np.random.seed(seed)
     torch.manual_seed(seed)
-    y = np.array([label]) if label is not None else predict_probs(clf, x).argmax(1)
+    y = np.array([label]) if label is not None else clf.predict(x).argmax(1)
     x_adv = make_attack("pgd", clf, eps=eps, max_iter=attack_iters).generate(x, y=y).astype(np.float32)
 
     k = hb.top_k
@@ -112,8 +112,9 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
         xt = torch.from_numpy(xi).to(clf.device)
         p_before = predict_probs(clf, xi)[0]
         top = np.argsort(-p_before)[:k]
-        m = hb.heat(xt)  # combined, probability-weighted mask the defense uses
-        defended = hb.forward(xt)[0]
+        hb.check_input(xt)
+        m = hb.heat(xt).detach()  # combined, probability-weighted mask the defense uses
+        defended = hb.compose(xt, m)  # what hb.forward returns, without computing the heatmap again
         p_after = predict_probs(clf, defended.detach().cpu().numpy())[0]
         if hb.mode == "heatmap":
             blurred = gaussian_blur(m, hb.blur_sigma(xt)).expand(-1, 3, -1, -1)
