@@ -10,14 +10,7 @@ import torch
 
 
 def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(interleaved_seconds({"fn": fn}, repeats, warmup)["fn"])
 
 
 def interleaved_seconds(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
