@@ -37,9 +37,9 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     """Run (or resume) the sweep ``spec`` into ``out/<run>`` and return its summary table.
 
     ``executor`` is ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, or a
-    local Ray instance); ``threads`` = torch threads per worker (default: cores // workers). Finished cells and shards found in the run directory are kept and not
-    recomputed; a run directory whose manifest holds a different spec is refused, so results are
-    never mixed."""
+    local Ray instance); ``threads`` = torch threads per worker (default: cores // workers). Finished
+    cells and shards found in the run directory are kept and not recomputed; a run directory whose
+    manifest holds a different spec is refused, so results are never mixed."""
     if isinstance(spec, dict):
         spec = SweepSpec.from_dict(spec)
     else:
