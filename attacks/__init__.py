@@ -1,14 +1,21 @@
 """Attacks: named presets of ART's evasion attacks in one registry."""
 from hbbench.attacks import presets  # noqa: F401  (registers the presets)
+from hbbench.attacks.presets import canonical_norm
 from hbbench.attacks.registry import ATTACKS
 
-__all__ = ["ATTACKS", "has_budget", "make_attack"]
+__all__ = ["ATTACKS", "attack_norm", "has_budget", "make_attack"]
 
 
 def has_budget(name: str) -> bool:
-    """Whether the preset takes an ``eps`` budget (and is swept over ``--eps``)."""
-    entry, _ = ATTACKS.resolve(name)
-    return "eps" in entry.params
+    """Whether the preset takes an ``eps`` budget (and is swept over ``--eps``), as it declares."""
+    return ATTACKS.resolve(name)[0].meta["budget"]
+
+
+def attack_norm(name: str, params: dict | None = None) -> str:
+    """The norm the preset's perturbation is measured in: its ``norm`` parameter when given, else
+    what it declares. 'inf' or '2'."""
+    given = (params or {}).get("norm")
+    return canonical_norm(given if given is not None else ATTACKS.resolve(name)[0].meta["norm"])
 
 
 def make_attack(name: str, classifier, **params):

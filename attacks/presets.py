@@ -1,8 +1,9 @@
 """Named presets of ART's evasion attacks with documented defaults.
 
-Parameters use ART's own names (eps, eps_step, max_iter, ...). A preset whose factory takes ``eps``
-has a budget and is swept over ``--eps``; the others (cw, cw_art, deepfool, hopskipjump) run once.
-``norm`` is ``inf`` or ``2``; ``eps_step=None`` means eps/4.
+Parameters use ART's own names (eps, eps_step, max_iter, ...). Each preset declares at registration
+its ``norm`` (``inf`` or ``2``; a preset with a ``norm`` parameter declares its default) and whether
+it takes a ``budget`` (is swept over ``--eps``); cw, cw_art, cw_linf, deepfool and hopskipjump find
+their own perturbation size and run once. ``eps_step=None`` means eps/4.
 """
 from __future__ import annotations
 
@@ -30,13 +31,18 @@ def _skip_success_log(compute_success):
 _pgd_torch.compute_success = _skip_success_log(_pgd_torch.compute_success)
 
 
-def _norm(norm) -> float:
+def canonical_norm(norm) -> str:
+    """'inf' or '2' for the spellings users type (inf, linf, np.inf, 2, l2)."""
     text = str(norm).lower()
     if text in ("inf", "linf", "np.inf"):
-        return np.inf
+        return "inf"
     if text in ("2", "l2"):
-        return 2
+        return "2"
     raise HBBenchError(f"norm must be inf or 2, got '{norm}'")
+
+
+def _norm(norm) -> float:
+    return np.inf if canonical_norm(norm) == "inf" else 2
 
 
 def _step(eps: float, eps_step: float | None) -> float:
@@ -45,13 +51,15 @@ def _step(eps: float, eps_step: float | None) -> float:
     return eps / 4 if eps_step is None else float(eps_step)
 
 
-@ATTACKS.register("fgsm", "FastGradientMethod: one signed-gradient step of size eps")
+@ATTACKS.register("fgsm", "FastGradientMethod: one signed-gradient step of size eps",
+                  norm="inf", budget=True)
 def fgsm(classifier, eps: float = 4 / 255, norm: str = "inf", batch_size: int = 32):
     return E.FastGradientMethod(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps),
                                 batch_size=batch_size)
 
 
-@ATTACKS.register("pgd", "ProjectedGradientDescent (Madry et al.): max_iter steps of eps/4 from a random start")
+@ATTACKS.register("pgd", "ProjectedGradientDescent (Madry et al.): max_iter steps of eps/4 from a random start",
+                  norm="inf", budget=True)
 def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
         num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return E.ProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
@@ -59,14 +67,16 @@ def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_ite
                                       batch_size=batch_size, verbose=False)
 
 
-@ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf")
+@ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf",
+                  norm="inf", budget=True)
 def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10, batch_size: int = 32):
     return E.BasicIterativeMethod(classifier, eps=eps, eps_step=_step(eps, eps_step), max_iter=max_iter,
                                   batch_size=batch_size, verbose=False)
 
 
 @ATTACKS.register("cw", "Carlini-Wagner L2 in PyTorch (Adam in tanh space, per-sample binary search on c): "
-                  "4 x 10 Adam steps of lr 0.001, one forward+backward each; checked against ART's CarliniL2Method")
+                  "4 x 10 Adam steps of lr 0.001, one forward+backward each; checked against ART's CarliniL2Method",
+                  norm="2", budget=False)
 def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.001, binary_search_steps: int = 4,
        max_iter: int = 10, initial_const: float = 1.0, batch_size: int = 32):
     from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
@@ -77,7 +87,8 @@ def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.001, binary
 
 
 @ATTACKS.register("cw_art", "ART's CarliniL2Method, the reference implementation: NumPy, two class-gradient "
-                  "passes and a line search per step (about 18x a PGD-10 cell on CPU)")
+                  "passes and a line search per step (about 18x a PGD-10 cell on CPU)",
+                  norm="2", budget=False)
 def cw_art(classifier, confidence: float = 0.0, learning_rate: float = 0.01, binary_search_steps: int = 1,
            max_iter: int = 10, initial_const: float = 1.0, max_halving: int = 2, max_doubling: int = 2,
            batch_size: int = 32):
@@ -87,20 +98,23 @@ def cw_art(classifier, confidence: float = 0.0, learning_rate: float = 0.01, bin
                              batch_size=batch_size, verbose=False)
 
 
-@ATTACKS.register("cw_linf", "CarliniLInfMethod: Carlini-Wagner under an Linf bound")
+@ATTACKS.register("cw_linf", "CarliniLInfMethod: Carlini-Wagner under an Linf bound",
+                  norm="inf", budget=False)
 def cw_linf(classifier, confidence: float = 0.0, learning_rate: float = 0.01, max_iter: int = 10,
             batch_size: int = 32):
     return E.CarliniLInfMethod(classifier, confidence=confidence, learning_rate=learning_rate,
                                max_iter=max_iter, batch_size=batch_size, verbose=False)
 
 
-@ATTACKS.register("deepfool", "DeepFool: minimal L2 step across the nearest linearised boundary")
+@ATTACKS.register("deepfool", "DeepFool: minimal L2 step across the nearest linearised boundary",
+                  norm="2", budget=False)
 def deepfool(classifier, max_iter: int = 20, epsilon: float = 0.02, nb_grads: int = 10, batch_size: int = 32):
     return E.DeepFool(classifier, max_iter=max_iter, epsilon=epsilon, nb_grads=nb_grads,
                       batch_size=batch_size, verbose=False)
 
 
-@ATTACKS.register("apgd", "AutoProjectedGradientDescent (Croce & Hein): step-size-free PGD, CE loss")
+@ATTACKS.register("apgd", "AutoProjectedGradientDescent (Croce & Hein): step-size-free PGD, CE loss",
+                  norm="inf", budget=True)
 def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 20,
          nb_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return E.AutoProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
@@ -109,13 +123,15 @@ def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_it
 
 
 @ATTACKS.register("autoattack", "AutoAttack (Croce & Hein): ART's ensemble of APGD-CE, APGD-DLR, "
-                  "DeepFool and Square; slow")
+                  "DeepFool and Square; slow",
+                  norm="inf", budget=True)
 def autoattack(classifier, eps: float = 4 / 255, eps_step: float | None = None, norm: str = "inf",
                batch_size: int = 32):
     return E.AutoAttack(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step), batch_size=batch_size)
 
 
-@ATTACKS.register("square", "SquareAttack: score-based black-box random search (no gradients)")
+@ATTACKS.register("square", "SquareAttack: score-based black-box random search (no gradients)",
+                  norm="inf", budget=True)
 def square(classifier, eps: float = 4 / 255, max_iter: int = 100, p_init: float = 0.8, nb_restarts: int = 1,
            norm: str = "inf", batch_size: int = 32):
     if eps <= 0:
@@ -124,7 +140,8 @@ def square(classifier, eps: float = 4 / 255, max_iter: int = 100, p_init: float 
                           nb_restarts=nb_restarts, batch_size=batch_size, verbose=False)
 
 
-@ATTACKS.register("hopskipjump", "HopSkipJump: decision-based black-box attack (labels only), L2")
+@ATTACKS.register("hopskipjump", "HopSkipJump: decision-based black-box attack (labels only), L2",
+                  norm="2", budget=False)
 def hopskipjump(classifier, max_iter: int = 10, max_eval: int = 1000, init_eval: int = 50, init_size: int = 50,
                 norm: str = "2", batch_size: int = 32):
     return E.HopSkipJump(classifier, batch_size=batch_size, norm=_norm(norm), max_iter=max_iter,

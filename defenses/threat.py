@@ -1,21 +1,64 @@
-"""Threat models: what the attacker's gradient sees of a defense.
+"""Threat models: what the attacker knows of the defense, and which gradient it gets through it.
 
-- ``oblivious``: the attack targets the undefended model; the defense acts at prediction only.
-- ``bpda``: the attack targets the defended model, with the defense replaced by the identity on the
-  backward pass. ART's PyTorch path differentiates through ``forward()`` and never calls
-  ``estimate_forward()`` (ART issue #1526), so BPDA lives in ``forward()`` as a straight-through
-  estimator: ``x + (defended(x) - x).detach()``.
-- ``adaptive``: the attack differentiates through the defense's own ``forward()``; only defenses
-  written in PyTorch have one.
+This module is the one definition of a threat model (name, plot title, one-sentence description,
+whether the attack is crafted against the defense, which gradient the attacker gets); spec, runner,
+report, plots and CLI all read it from here.
+
+ART's PyTorch path differentiates through ``forward()`` and never calls ``estimate_forward()`` (ART
+issue #1526), so BPDA lives in ``forward()`` as a straight-through estimator:
+``x + (defended(x) - x).detach()``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 
 from hbbench.errors import HBBenchError
 
-THREAT_MODELS = ("oblivious", "bpda", "adaptive")
+
+@dataclass(frozen=True)
+class ThreatModel:
+    name: str
+    title: str  # short, for plot panels
+    description: str  # one sentence, for reports and `hbbench list`
+    crafted_against_defense: bool  # False: the attack sees only the undefended model
+    gradient: str  # what the attacker differentiates through the defense: none, identity, true
+
+    def attacks_defense(self, defense_name: str) -> bool:
+        """Whether the adversarial examples of a cell with ``defense_name`` are crafted against the
+        defended model (else against the undefended one, and shared by every defense)."""
+        return self.crafted_against_defense and defense_name != "none"
+
+
+OBLIVIOUS = ThreatModel(
+    "oblivious", "oblivious (attack ignores the defense)",
+    "adversarial examples are crafted against the undefended model; the defense is applied only at "
+    "prediction (the paper's setting)", crafted_against_defense=False, gradient="none")
+BPDA = ThreatModel(
+    "bpda", "BPDA (defense = identity on the backward pass)",
+    "adversarial examples are crafted against the defended model, with the defense replaced by the identity "
+    "on the backward pass (BPDA)", crafted_against_defense=True, gradient="identity")
+ADAPTIVE = ThreatModel(
+    "adaptive", "adaptive (true gradient where the defense has one)",
+    "adversarial examples are crafted against the defended model through the defense's own gradient where it "
+    "has one (BPDA where it has none)", crafted_against_defense=True, gradient="true")
+
+THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (OBLIVIOUS, BPDA, ADAPTIVE)}
+
+
+def get_threat_model(name: str) -> ThreatModel:
+    try:
+        return THREAT_MODELS[name]
+    except KeyError:
+        raise HBBenchError(f"unknown threat model '{name}'; valid choices: {', '.join(THREAT_MODELS)}") from None
+
+
+def threat_order(present) -> list[str]:
+    """Threat models in their canonical order (oblivious, bpda, adaptive), unknown names last."""
+    present = set(present)
+    return [t for t in THREAT_MODELS if t in present] + sorted(present - set(THREAT_MODELS))
 
 
 class StraightThrough(PreprocessorPyTorch):
@@ -36,17 +79,16 @@ class StraightThrough(PreprocessorPyTorch):
 
 def attack_defenses(defense: Preprocessor | None, threat: str, device_type: str = "cpu") -> tuple[list, str]:
     """The preprocessors the attacker's classifier carries for ``threat``, and a label for the
-    gradient the attacker gets through the defense ('none', 'identity' or 'true'). A defense with
-    no PyTorch forward has no true gradient: under ``adaptive`` it falls back to BPDA, and the
-    label says so, so no table passes that off as a full adaptive attack."""
-    if threat not in THREAT_MODELS:
-        raise HBBenchError(f"unknown threat model '{threat}'; valid choices: {', '.join(THREAT_MODELS)}")
+    gradient the attacker gets through the defense. A defense with no PyTorch forward has no true
+    gradient: under ``adaptive`` it falls back to BPDA, and the label says so, so no table passes
+    that off as a full adaptive attack."""
+    model = get_threat_model(threat)
     if defense is None:
         return [], "n/a (no defense)"
-    if threat == "oblivious":
+    if not model.crafted_against_defense:
         return [], "none (attack ignores defense)"
-    if threat == "bpda" or not is_differentiable(defense):
-        label = "identity (BPDA)" if threat == "bpda" else "identity (BPDA; defense has no gradient)"
+    if model.gradient == "identity" or not is_differentiable(defense):
+        label = "identity (BPDA)" if model.gradient == "identity" else "identity (BPDA; defense has no gradient)"
         return [StraightThrough(defense, device_type)], label
     return [defense], "true"
 

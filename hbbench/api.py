@@ -101,7 +101,7 @@ def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
     from hbbench.models import load_model
     from hbbench.runner import check_compatible, get_context
 
-    data = load_dataset(spec.data, n=spec.n, **spec.data_params)
+    data = load_dataset(spec.dataset, n=spec.n, **spec.dataset_params)
     if in_process:
         classifier = get_context(cells[0], spec.batch_size, spec.device).classifier  # loads, checks the fit
     else:

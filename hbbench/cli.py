@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from hbbench.errors import HBBenchError
+from hbbench.executors import EXECUTORS
 
 EXIT_USAGE = 2
 
@@ -62,8 +63,8 @@ def main():
     """hbbench: how much does defense D help model M against attack A? (ART + Heat-and-Blur)"""
 
 
-SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "data": "data", "eps": "eps",
-               "threat": "threats", "n": "n", "batch_size": "batch_size", "shard_size": "shard_size",
+SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "data": "dataset", "eps": "eps",
+               "threat": "threat_models", "n": "n", "batch_size": "batch_size", "shard_size": "shard_size",
                "device": "device", "seed": "seed"}
 
 
@@ -75,7 +76,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Model name (hbbench list models).")
 @click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets).")
 @click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
-@click.option("--threat", default="oblivious,bpda", show_default=True, help="Threat models: oblivious, bpda, adaptive.")
+@click.option("--threat", default="oblivious,bpda", show_default=True,
+              help="Threat models (hbbench list threat-models): oblivious, bpda, adaptive.")
 @click.option("--n", type=int, default=20, show_default=True, help="First N samples of the dataset.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size of attacks, defenses "
               "and predictions.")
@@ -92,7 +94,7 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @click.option("--weights", default=None, help="Model weights: a local state dict, or DEFAULT for torchvision's.")
 @click.option("--download", is_flag=True, help="Allow downloading weights or data (never done otherwise).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a full-model checkpoint (can run code).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True,
               help="local: this machine (--workers processes); ray: Ray tasks (--address).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (local) or CPUs "
               "for a local Ray instance.")
@@ -114,7 +116,7 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
     spec = SweepSpec.from_yaml(config, **given) if config else SweepSpec.from_dict(defaults)
     spec.model_params.update(_accepted("model", spec.model, weights=weights, download=download or None,
                                        trust_checkpoint=trust_checkpoint or None))
-    spec.data_params.update(_accepted("dataset", spec.data, download=download or None))
+    spec.dataset_params.update(_accepted("dataset", spec.dataset, download=download or None))
     if workers < 1 or loader_workers < 0 or (threads is not None and threads < 1):
         raise HBBenchError("--workers and --threads must be >= 1, --loader-workers >= 0")
     if address and executor != "ray":
@@ -161,8 +163,7 @@ def _run_sweep(spec, out, run_name, **executor_options):
             state["current"] = progress.add_task("loading model and data", total=None)
         elif kind == "attack":
             eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
-            target = "undefended model" if cell.attack_target == ("undefended",) else \
-                f"{cell.defense} ({cell.threat_model})"
+            target = f"{cell.defense} ({cell.threat_model})" if cell.attacks_defense else "undefended model"
             unit = info["unit"]
             progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}, "
                                                           f"samples {unit.start}-{unit.stop - 1}")
@@ -183,11 +184,17 @@ def _run_sweep(spec, out, run_name, **executor_options):
 
 
 @main.command("list")
-@click.argument("kind", type=click.Choice(["models", "datasets", "attacks", "defenses"]))
+@click.argument("kind", type=click.Choice(["models", "datasets", "attacks", "defenses", "threat-models",
+                                           "executors"]))
 def list_cmd(kind):
-    """List registered models, datasets, attacks or defenses with their parameters."""
-    registry = _registry(kind)
-    for entry in registry.entries():
+    """List registered models, datasets, attacks, defenses, threat models or executors."""
+    if kind == "threat-models":
+        from hbbench.defenses.threat import THREAT_MODELS
+
+        for t in THREAT_MODELS.values():
+            click.echo(f"{t.name:20s} {t.description}")
+        return
+    for entry in _registry(kind).entries():
         click.echo(f"{entry.display_name:20s} {entry.description}")
         params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.params.items())
         if params:
@@ -201,6 +208,8 @@ def _registry(kind):
         from hbbench.datasets import DATASETS as reg
     elif kind == "attacks":
         from hbbench.attacks import ATTACKS as reg
+    elif kind == "executors":
+        return EXECUTORS
     else:
         from hbbench.defenses import DEFENSES as reg
     return reg

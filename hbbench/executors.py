@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from hbbench.errors import HBBenchError
-from hbbench.runner import ShardResult, Unit, run_unit
+from hbbench.registry import Registry
 
-EXECUTORS: dict[str, Callable] = {}
-Results = Iterator[list[ShardResult]]
+if TYPE_CHECKING:  # the runner imports torch; the CLI reads this registry's names without it
+    from hbbench.runner import ShardResult, Unit
 
-
-def executor(name: str):
-    def deco(fn):
-        EXECUTORS[name] = fn
-        return fn
-    return deco
+EXECUTORS = Registry("executor", skip=4)  # units, batch_size, device, on_event come from the sweep
+Results = Iterator["list[ShardResult]"]
 
 
 def get_executor(name: str) -> Callable:
-    if name not in EXECUTORS:
-        raise HBBenchError(f"unknown executor '{name}'; valid choices: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+    return EXECUTORS.resolve(name)[0].factory
 
 
 def _threads_per_worker(workers: int, threads: int | None = None) -> int:
@@ -44,16 +38,20 @@ def _init_worker(threads: int) -> None:
 
 
 def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int) -> list[ShardResult]:
+    from hbbench.runner import run_unit
+
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)
 
 
-@executor("local")
+@EXECUTORS.register("local", "this machine: in this process, or --workers spawned processes")
 def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers: int = 1,
               loader_workers: int = 0, threads: int | None = None, **_) -> Results:
     if workers < 1:
         raise HBBenchError(f"--workers must be >= 1, got {workers}")
     if workers == 1 or len(units) <= 1:
         import torch
+
+        from hbbench.runner import run_unit
 
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
@@ -80,7 +78,7 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
                 fut.cancel()
 
 
-@executor("ray")
+@EXECUTORS.register("ray", "Ray tasks on a cluster (--address) or a local Ray instance")
 def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: int | None = None,
             address: str | None = None, loader_workers: int = 0, threads: int | None = None, **_) -> Results:
     try:
@@ -107,5 +105,7 @@ def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: 
 
 
 def _run_in_ray(unit: Unit, batch_size: int, device: str, loader_workers: int, threads: int) -> list[ShardResult]:
+    from hbbench.runner import run_unit
+
     _init_worker(max(1, threads))
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)

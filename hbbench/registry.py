@@ -8,7 +8,8 @@ factory receives ``<arg>`` as its first positional argument.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable
 
 from hbbench.errors import HBBenchError, UnknownName
@@ -21,6 +22,7 @@ class Entry:
     description: str
     prefix: bool = False
     skip: int = 0  # leading positional parameters supplied by the caller, not the user
+    meta: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -40,11 +42,13 @@ class Registry:
         self.skip = skip
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, description: str, prefix: bool = False):
+    def register(self, name: str, description: str, prefix: bool = False, **meta):
+        """Register ``factory`` under ``name``; ``meta`` holds what the kind declares about an entry
+        (an attack's norm and whether it takes a budget), read back as ``entry.meta``."""
         def deco(factory):
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = Entry(name, factory, description, prefix, self.skip)
+            self._entries[name] = Entry(name, factory, description, prefix, self.skip, MappingProxyType(meta))
             return factory
 
         return deco

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hbbench.attacks import ATTACKS, make_attack
+from hbbench.attacks import attack_norm, make_attack
 from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attack_defenses, make_defense
@@ -56,7 +56,7 @@ class Context:
 
     def __init__(self, cell: Cell, batch_size: int, device: str):
         model = load_model(cell.model, **dict(cell.model_params))
-        self.dataset: Dataset = load_dataset(cell.data, n=cell.n, **dict(cell.data_params))
+        self.dataset: Dataset = load_dataset(cell.dataset, n=cell.n, **dict(cell.dataset_params))
         check_compatible(cell, model, self.dataset)
         self.classifier = make_classifier(model, device=device)
         self.batch_size = batch_size
@@ -77,10 +77,10 @@ class Context:
 
 def check_compatible(cell: Cell, model, data: Dataset) -> None:
     if data.num_classes > model.num_classes:
-        raise HBBenchError(f"dataset {cell.data} has {data.num_classes} classes but model {cell.model} "
+        raise HBBenchError(f"dataset {cell.dataset} has {data.num_classes} classes but model {cell.model} "
                            f"outputs {model.num_classes}")
     if tuple(data.sample_shape) != tuple(model.input_size):
-        raise HBBenchError(f"dataset {cell.data} has images of shape {data.sample_shape} but model "
+        raise HBBenchError(f"dataset {cell.dataset} has images of shape {data.sample_shape} but model "
                            f"{cell.model} expects {model.input_size}")
 
 
@@ -88,7 +88,7 @@ _CONTEXTS: dict[tuple, Context] = {}
 
 
 def get_context(cell: Cell, batch_size: int, device: str) -> Context:
-    key = (cell.model, cell.model_params, cell.data, cell.data_params, cell.n, device)
+    key = (cell.model, cell.model_params, cell.dataset, cell.dataset_params, cell.n, device)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()  # one model in memory at a time
         _CONTEXTS[key] = Context(cell, batch_size, device)
@@ -190,8 +190,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
 
 def describe(cell: Cell) -> dict:
     """The identifying columns of a summary row."""
-    entry, _ = ATTACKS.resolve(cell.attack_name)
-    norm = dict(cell.attack_params).get("norm", entry.params.get("norm", "2" if "eps" not in entry.params else "inf"))
-    return {"cell_id": cell.id, "model": cell.model, "dataset": cell.data, "attack": cell.attack,
-            "eps": cell.eps, "norm": str(norm), "defense": cell.defense, "threat_model": cell.threat_model,
+    norm = attack_norm(cell.attack_name, dict(cell.attack_params))
+    return {"cell_id": cell.id, "model": cell.model, "dataset": cell.dataset, "attack": cell.attack,
+            "eps": cell.eps, "norm": norm, "defense": cell.defense, "threat_model": cell.threat_model,
             "seed": cell.seed}

@@ -87,7 +87,7 @@ def _stable_hash(obj) -> str:
 class Cell:
     """One grid point. ``attack``/``defense`` are the labels the user wrote (e.g. 'jpeg[quality=50]')."""
     model: str
-    data: str
+    dataset: str
     n: int | None
     seed: int
     attack: str
@@ -99,7 +99,7 @@ class Cell:
     defense_params: tuple
     threat_model: str
     model_params: tuple = ()
-    data_params: tuple = ()
+    dataset_params: tuple = ()
 
     @property
     def id(self) -> str:
@@ -108,9 +108,16 @@ class Cell:
         return _stable_hash(d)
 
     @property
+    def attacks_defense(self) -> bool:
+        """Whether the adversarial examples are crafted against the defended model."""
+        from hbbench.defenses.threat import get_threat_model
+
+        return get_threat_model(self.threat_model).attacks_defense(self.defense_name)
+
+    @property
     def attack_target(self) -> tuple:
         """What the attack is computed against; cells sharing it share adversarial examples."""
-        if self.threat_model == "oblivious" or self.defense_name == "none":
+        if not self.attacks_defense:
             return ("undefended",)
         return (self.defense_name, self.defense_params, self.threat_model)
 
@@ -124,16 +131,16 @@ class SweepSpec:
     attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
     model: str = "efficientnet_lite0"
-    data: str = "imagenet-samples"
+    dataset: str = "imagenet-samples"
     eps: list[float] = field(default_factory=lambda: [4 / 255])
-    threats: list[str] = field(default_factory=lambda: ["oblivious", "bpda"])
+    threat_models: list[str] = field(default_factory=lambda: ["oblivious", "bpda"])
     n: int | None = 20
     batch_size: int = 32
     shard_size: int | None = None
     device: str = "auto"
     seed: int = 0
     model_params: dict = field(default_factory=dict)
-    data_params: dict = field(default_factory=dict)
+    dataset_params: dict = field(default_factory=dict)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SweepSpec":
@@ -160,11 +167,11 @@ class SweepSpec:
         return spec
 
     def validate(self, source: str = "spec") -> None:
-        from hbbench.defenses import THREAT_MODELS
+        from hbbench.defenses.threat import get_threat_model
 
         self.attacks = split_items(self.attacks)
         self.defenses = split_items(self.defenses)
-        self.threats = split_items(self.threats)
+        self.threat_models = split_items(self.threat_models)
         self.eps = list(parse_budgets(self.eps))
         for key, kind in (("n", int), ("batch_size", int), ("seed", int)):
             value = getattr(self, key)
@@ -179,15 +186,14 @@ class SweepSpec:
             raise HBBenchError(f"{source}: shard_size must be a positive integer, got {self.shard_size!r}")
         if self.batch_size < 1:
             raise HBBenchError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
-        for key in ("model", "data", "device"):
+        for key in ("model", "dataset", "device"):
             if not isinstance(getattr(self, key), str):
                 raise HBBenchError(f"{source}: {key} must be a string, got {getattr(self, key)!r}")
         if not self.attacks:
             raise HBBenchError(f"{source}: no attack given")
-        for t in self.threats:
-            if t not in THREAT_MODELS:
-                raise HBBenchError(f"unknown threat model '{t}'; valid choices: {', '.join(THREAT_MODELS)}")
-        if not self.threats:
+        for t in self.threat_models:
+            get_threat_model(t)
+        if not self.threat_models:
             raise HBBenchError(f"{source}: no threat model given")
 
     def to_dict(self) -> dict:
@@ -201,7 +207,7 @@ class SweepSpec:
         from hbbench.models import MODELS
 
         MODELS.resolve(self.model)
-        DATASETS.resolve(self.data)
+        DATASETS.resolve(self.dataset)
         defenses = ["none"] + [d for d in self.defenses if d != "none"]
         cells = []
         for a_label in self.attacks:
@@ -213,10 +219,10 @@ class SweepSpec:
                 for d_label in defenses:
                     d_name, d_params = parse_item(d_label)
                     _check_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
-                    for threat in self.threats:
-                        cells.append(Cell(self.model, self.data, self.n, self.seed, a_label, a_name,
+                    for threat in self.threat_models:
+                        cells.append(Cell(self.model, self.dataset, self.n, self.seed, a_label, a_name,
                                           _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
-                                          _freeze(self.model_params), _freeze(self.data_params)))
+                                          _freeze(self.model_params), _freeze(self.dataset_params)))
         return cells
 
     @property

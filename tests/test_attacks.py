@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from hbbench.attacks import ATTACKS, has_budget, make_attack
+from art.attacks import evasion as E
+
+from hbbench.attacks import ATTACKS, attack_norm, has_budget, make_attack
+from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
 from tests.conftest import top1
 
 EPS = 4 / 255
@@ -12,8 +15,41 @@ FAST = {"apgd": {"max_iter": 3}, "autoattack": {}, "square": {"max_iter": 5}, "c
         "hopskipjump": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5}}
 
 
-def test_at_least_ten_presets():
-    assert len(ATTACKS.names()) >= 10
+# Attacks whose ART object has no `norm` attribute: the norm their algorithm minimises or bounds.
+NORM_OF_CLASS = {E.CarliniL2Method: "2", CarliniWagnerL2Torch: "2", E.CarliniLInfMethod: "inf", E.DeepFool: "2"}
+EXPECTED_PRESETS = {"fgsm", "pgd", "bim", "cw", "cw_art", "cw_linf", "deepfool", "apgd", "autoattack", "square",
+                    "hopskipjump"}
+
+
+def test_the_documented_presets_are_registered():
+    assert EXPECTED_PRESETS <= set(ATTACKS.names())
+
+
+def _art_norm(attack) -> str:
+    norm = getattr(attack, "norm", None)
+    if norm is None:
+        return NORM_OF_CLASS[type(attack)]
+    return "inf" if np.isinf(float(norm)) else str(int(norm))
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_declared_norm_and_budget_match_the_art_attack(name, classifier):
+    """What summary.csv's `norm` column and the --eps sweep read (the registration) is what the ART
+    object really does; a preset with a norm parameter is checked at both values."""
+    attack = make_attack(name, classifier)
+    assert attack_norm(name) == _art_norm(attack)
+    assert has_budget(name) == ("eps" in type(attack).attack_params)
+    if "norm" in ATTACKS.resolve(name)[0].params:
+        other = "2" if attack_norm(name) == "inf" else "inf"
+        assert attack_norm(name, {"norm": other}) == _art_norm(make_attack(name, classifier, norm=other)) == other
+
+
+def test_cw_linf_rows_say_norm_inf():
+    from hbbench.runner import describe
+    from hbbench.spec import SweepSpec
+
+    cells = SweepSpec(attacks=["cw_linf", "pgd[norm=2]", "cw"], defenses=["none"], threat_models=["oblivious"]).cells()
+    assert [describe(c)["norm"] for c in cells] == ["inf", "2", "2"]
 
 
 def test_pgd_breaks_the_embedded_model(classifier, data4):
@@ -36,7 +72,7 @@ def test_attack_respects_budget_and_clip_range(name, classifier, data4):
     delta = (x_adv - x).reshape(len(x), -1)
     assert np.abs(delta).max() > 0, f"{name} changed nothing"
     if has_budget(name):
-        norm = ATTACKS.resolve(name)[0].params.get("norm", "inf")
+        norm = attack_norm(name)
         size = np.abs(delta).max(1) if norm == "inf" else np.linalg.norm(delta, axis=1)
         assert (size <= EPS + 1e-6).all()
 

@@ -5,7 +5,7 @@ import pytest
 from hbbench.spec import SweepSpec
 from hbbench.api import sweep
 
-SPEC = dict(attacks=["fgsm", "pgd[max_iter=2]"], defenses=["jpeg"], threats=["oblivious", "bpda"], n=3,
+SPEC = dict(attacks=["fgsm", "pgd[max_iter=2]"], defenses=["jpeg"], threat_models=["oblivious", "bpda"], n=3,
             batch_size=2, shard_size=2)
 
 
