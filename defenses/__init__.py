@@ -1,10 +1,25 @@
-"""Defenses: ART's preprocessing baselines, a plain blur, and Heat-and-Blur, in one registry."""
-from hbbench.defenses import baselines  # noqa: F401  (registers the baselines)
-from hbbench.defenses import heatblur  # noqa: F401
-from hbbench.defenses.registry import DEFENSES
-from hbbench.defenses.threat import THREAT_MODELS, StraightThrough, attack_defenses, is_differentiable
+"""Defenses: ART's preprocessing baselines, a plain blur, and Heat-and-Blur, in one registry.
 
-__all__ = ["DEFENSES", "THREAT_MODELS", "StraightThrough", "attack_defenses", "is_differentiable", "make_defense"]
+Every defense hbbench ships is registered here, in one place: a factory takes the undefended ART
+classifier first and returns an ART preprocessor (None for `none`)."""
+from hbbench.defenses import baselines, heatblur
+from hbbench.defenses.registry import DEFENSES
+from hbbench.defenses.threat import (THREAT_MODELS, StraightThrough, ThreatModel, attack_defenses,
+                                     get_threat_model, is_differentiable)
+
+__all__ = ["DEFENSES", "THREAT_MODELS", "StraightThrough", "ThreatModel", "attack_defenses", "get_threat_model",
+           "is_differentiable", "make_defense"]
+
+_register = DEFENSES.register
+_register("none", "no defense: the baseline every table includes")(baselines.no_defense)
+_register("median", "ART SpatialSmoothingPyTorch: median filter over a window")(baselines.median)
+_register("jpeg", "ART JpegCompression at a JPEG quality (1-95)")(baselines.jpeg)
+_register("squeeze", "ART FeatureSqueezing: reduce colour bit depth")(baselines.squeeze)
+_register("tvm", "ART TotalVarMin: total-variance minimisation of randomly kept pixels")(baselines.tvm)
+_register("noise", "ART GaussianAugmentation at prediction: add Gaussian noise of std sigma")(baselines.noise)
+_register("blur", "plain Gaussian blur of std sigma pixels (kornia; the same blur as Heat-and-Blur's)")(baselines.blur)
+_register("heatblur", "Heat-and-Blur (Brama & Grinshpoun 2020): relevance heatmap of the top-k classes (captum) "
+          "guides massive Gaussian blurring before the network classifies")(heatblur.heatblur)
 
 
 def make_defense(name: str, classifier, **params):

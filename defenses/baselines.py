@@ -1,15 +1,11 @@
-"""ART's own preprocessing defenses, plus a plain Gaussian blur (the ablation Heat-and-Blur must beat)."""
+"""Factories of ART's own preprocessing defenses and of a plain Gaussian blur (the ablation
+Heat-and-Blur must beat); they are registered in defenses/__init__.py."""
 from __future__ import annotations
 
-import math
-
-import torch
 from art.defences.preprocessor import (FeatureSqueezing, GaussianAugmentation, JpegCompression,
                                        SpatialSmoothingPyTorch, TotalVarMin)
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
-from torchvision.transforms.functional import gaussian_blur
 
-from hbbench.defenses.registry import DEFENSES
+from hbbench.defenses.blur import GaussianBlur
 from hbbench.errors import HBBenchError
 
 
@@ -17,12 +13,10 @@ def _device_type(classifier) -> str:
     return "gpu" if classifier.device.type == "cuda" else "cpu"
 
 
-@DEFENSES.register("none", "no defense: the baseline every table includes")
 def no_defense(classifier):
     return None
 
 
-@DEFENSES.register("median", "ART SpatialSmoothingPyTorch: median filter over a window")
 def median(classifier, window_size: int = 3):
     if window_size < 1:
         raise HBBenchError(f"median window_size must be >= 1, got {window_size}")
@@ -30,21 +24,18 @@ def median(classifier, window_size: int = 3):
                                    clip_values=classifier.clip_values, device_type=_device_type(classifier))
 
 
-@DEFENSES.register("jpeg", "ART JpegCompression at a JPEG quality (1-95)")
 def jpeg(classifier, quality: int = 75):
     if not 1 <= quality <= 95:
         raise HBBenchError(f"jpeg quality must be in 1..95, got {quality}")
     return JpegCompression(clip_values=classifier.clip_values, quality=int(quality), channels_first=True)
 
 
-@DEFENSES.register("squeeze", "ART FeatureSqueezing: reduce colour bit depth")
 def squeeze(classifier, bit_depth: int = 5):
     if not 1 <= bit_depth <= 64:
         raise HBBenchError(f"squeeze bit_depth must be in 1..64, got {bit_depth}")
     return FeatureSqueezing(clip_values=classifier.clip_values, bit_depth=int(bit_depth))
 
 
-@DEFENSES.register("tvm", "ART TotalVarMin: total-variance minimisation of randomly kept pixels")
 def tvm(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
     if not 0 < prob <= 1:
         raise HBBenchError(f"tvm prob must be in (0, 1], got {prob}")
@@ -52,7 +43,6 @@ def tvm(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, no
                        clip_values=classifier.clip_values)
 
 
-@DEFENSES.register("noise", "ART GaussianAugmentation at prediction: add Gaussian noise of std sigma")
 def noise(classifier, sigma: float = 0.05):
     if sigma <= 0:
         raise HBBenchError(f"noise sigma must be > 0, got {sigma}")
@@ -60,19 +50,6 @@ def noise(classifier, sigma: float = 0.05):
                                 clip_values=classifier.clip_values)
 
 
-class GaussianBlur(PreprocessorPyTorch):
-    """Plain Gaussian blur (torchvision's kernel), differentiable; kernel spans +-3 sigma."""
-
-    def __init__(self, sigma: float, device_type: str = "cpu"):
-        super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
-        self.sigma = float(sigma)
-        self.kernel_size = 2 * math.ceil(3 * self.sigma) + 1
-
-    def forward(self, x: torch.Tensor, y=None):
-        return gaussian_blur(x, [self.kernel_size] * 2, [self.sigma] * 2), y
-
-
-@DEFENSES.register("blur", "plain Gaussian blur of std sigma pixels (torchvision)")
 def blur(classifier, sigma: float = 2.0):
     if sigma <= 0:
         raise HBBenchError(f"blur sigma must be > 0, got {sigma}")

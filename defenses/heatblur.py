@@ -29,23 +29,10 @@ import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from hbbench.defenses import heatmaps
-from hbbench.defenses.registry import DEFENSES
+from hbbench.defenses.blur import gaussian_blur
 from hbbench.errors import HBBenchError
 
 MODES = ("heatmap", "mask", "inverse")
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (kornia), kernel +-3 sigma capped to the image, reflect border."""
-    if sigma <= 0:
-        return x
-    h, w = x.shape[-2:]
-    k = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(h, w) - 1) + 1)
-    if k < 3:
-        return x
-    import kornia
-
-    return kornia.filters.gaussian_blur2d(x, (k, k), (float(sigma), float(sigma)), border_type="reflect")
 
 
 class HeatBlur(PreprocessorPyTorch):
@@ -152,8 +139,6 @@ class HeatBlur(PreprocessorPyTorch):
                 f"keep_sigma={self.keep_sigma}, create_graph={self.create_graph})")
 
 
-@DEFENSES.register("heatblur", "Heat-and-Blur (Brama & Grinshpoun 2020): relevance heatmap of the top-k "
-                   "classes (captum) guides massive Gaussian blurring before the network classifies")
 def heatblur(classifier, method: str = "saliency", top_k: int = 3, sigma: float = 8.0,
              relative: bool = False, mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
              create_graph: bool = False):

@@ -15,7 +15,8 @@ SHOWN = ["attack", "eps", "defense", "threat_model", "clean_top1", "defended_cle
 
 
 def summary_table(summaries: list[dict], order: list[str] | None = None) -> pd.DataFrame:
-    """One row per cell, DESIGN.md's columns first; rows in grid order when ``order`` (cell ids) is given."""
+    """One row per cell, columns as results/README.md lists them; rows in grid order when ``order``
+    (cell ids) is given."""
     df = pd.DataFrame(summaries)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS + EXTRA)

@@ -89,12 +89,6 @@ def with_defenses(classifier, defenses: Sequence):
     )
 
 
-def normalisation(classifier) -> tuple[np.ndarray, np.ndarray]:
-    """The (mean, std) the classifier applies after its defenses, each shaped (C, 1, 1)."""
-    pre = classifier.preprocessing
-    return np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32)
-
-
 def predict_probs(classifier, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Class probabilities: the models return logits, every metric and figure wants probabilities."""
     logits = classifier.predict(x, batch_size=batch_size)

@@ -71,7 +71,7 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @main.command()
 @click.option("--attacks", "-a", default="fgsm,pgd,cw", show_default=True,
               help="Comma list of attack presets; NAME[key=value,...] overrides a preset's parameters.")
-@click.option("--defense", "--defenses", "-d", "defense", default="jpeg", show_default=True,
+@click.option("--defense", "--defenses", "-d", "defense", default="heatblur,jpeg", show_default=True,
               help="Comma list of defenses (`none` is always added); NAME[key=value,...] sets parameters.")
 @click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Model name (hbbench list models).")
 @click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets).")

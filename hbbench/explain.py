@@ -83,7 +83,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
     from hbbench.attacks import make_attack
     from hbbench.classifier import make_classifier, predict_probs
     from hbbench.defenses import make_defense
-    from hbbench.defenses.heatblur import gaussian_blur
+    from hbbench.defenses.blur import gaussian_blur
     from hbbench.defenses.heatmaps import relevance
 
     if eps <= 0:

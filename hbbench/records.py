@@ -40,7 +40,7 @@ def _top5(r, name):
 
 
 def summarize(r: pd.DataFrame, ci_seed: int = 0) -> dict:
-    """The summary-row metrics of one cell (DESIGN.md's output contract), with 95% bootstrap CIs."""
+    """The summary-row metrics of one cell (the contract in results/README.md), with 95% bootstrap CIs."""
     correct_def_adv = (r["def_adv_pred"] == r["label"]).to_numpy(float)
     row = {
         "n": int(len(r)),

@@ -14,7 +14,7 @@ import yaml
 from hbbench.errors import HBBenchError
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "cw")
-DEFAULT_DEFENSES = ("jpeg",)
+DEFAULT_DEFENSES = ("heatblur", "jpeg")
 ITEM = re.compile(r"^\s*([A-Za-z0-9_:./~\-]+)\s*(?:\[(.*)\])?\s*$")
 
 

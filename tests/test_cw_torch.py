@@ -27,7 +27,7 @@ def test_matches_art_reference(classifier, data4):
 
 def test_works_through_a_pytorch_defense_and_rejects_bad_rank(classifier, data4):
     from hbbench.classifier import with_defenses
-    from hbbench.defenses.baselines import GaussianBlur
+    from hbbench.defenses.blur import GaussianBlur
     from hbbench.defenses.threat import StraightThrough
 
     defended = with_defenses(classifier, [StraightThrough(GaussianBlur(1.0))])

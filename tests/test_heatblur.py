@@ -178,14 +178,22 @@ def test_create_graph_differentiates_through_heatmap(classifier, data4):
 
 
 def test_usable_as_art_preprocessing_defence(classifier, data4):
+    """Inside a plain ART PyTorchClassifier (not hbbench's), HeatBlur passes a non-zero gradient to
+    the input and an ART attack through it changes the defended prediction."""
+    from art.attacks.evasion import FastGradientMethod
     from art.estimators.classification import PyTorchClassifier
 
-    hb = HeatBlur(classifier.model, (0.5,) * 3, (0.5,) * 3, (0.0, 1.0), num_classes=1000)
+    pre = classifier.preprocessing
+    hb = HeatBlur(classifier.model, pre.mean.reshape(-1), pre.std.reshape(-1), (0.0, 1.0), num_classes=1000)
     clf = PyTorchClassifier(model=classifier.model, loss=torch.nn.CrossEntropyLoss(), input_shape=(3, 224, 224),
-                            nb_classes=1000, clip_values=(0.0, 1.0), preprocessing=(0.5, 0.5),
+                            nb_classes=1000, clip_values=(0.0, 1.0), preprocessing=(pre.mean, pre.std),
                             preprocessing_defences=[hb])
-    p = clf.predict(data4.x[:1])
-    assert p.shape == (1, 1000)
+    x, y = data4.x[:2], data4.y[:2]
+    grad = clf.loss_gradient(x, onehot(y))
+    assert np.isfinite(grad).all() and np.abs(grad).reshape(2, -1).max(1).min() > 0
+    before = clf.predict(x).argmax(1)
+    after = clf.predict(FastGradientMethod(clf, eps=8 / 255).generate(x, y=onehot(y))).argmax(1)
+    assert (after != before).any()
 
 
 def test_defense_helps_against_oblivious_pgd(classifier, hb, data4):
