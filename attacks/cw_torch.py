@@ -102,10 +102,15 @@ class CarliniWagnerL2Torch(EvasionAttack):
 
     # ------------------------------------------------------------------ model
     def _logits(self, x_t: torch.Tensor) -> torch.Tensor:
-        """Logits with gradients, exactly as ART's ``PyTorchClassifier.loss_gradient`` computes them."""
+        """Logits with gradients, exactly as ART's ``PyTorchClassifier.loss_gradient`` computes them;
+        averaged over the classifier's ``eot_draws`` passes through a randomized defense (EoT)."""
         clf = self.estimator
-        x_pre, _ = clf._apply_preprocessing(x_t, y=None, fit=False, no_grad=False)
-        return clf._model(x_pre)[-1]
+        draws = int(getattr(clf, "eot_draws", 1))
+        total = 0
+        for _ in range(draws):
+            x_pre, _ = clf._apply_preprocessing(x_t, y=None, fit=False, no_grad=False)
+            total = total + clf._model(x_pre)[-1]
+        return total / draws
 
     def _margin(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Z_y - max_{j!=y} Z_j (untargeted) or max_{j!=y} Z_j - Z_y (targeted): <= -kappa means success."""

@@ -1,9 +1,10 @@
 """Named presets of ART's evasion attacks with documented defaults.
 
 Parameters use ART's own names (eps, eps_step, max_iter, ...). Each preset declares at registration
-its ``norm`` (``inf`` or ``2``; a preset with a ``norm`` parameter declares its default) and whether
-it takes a ``budget`` (is swept over ``--eps``); cw, cw_art, cw_linf, deepfool and hopskipjump find
-their own perturbation size and run once. ``eps_step=None`` means eps/4.
+its ``norm`` (``inf`` or ``2``; a preset with a ``norm`` parameter declares its default), whether
+it takes a ``budget`` (is swept over ``--eps``; cw, cw_art, cw_linf, deepfool and hopskipjump find
+their own perturbation size and run once) and whether it follows the model's ``gradient`` (square
+and hopskipjump only query outputs); the evaluation checks read these. ``eps_step=None`` means eps/4.
 """
 from __future__ import annotations
 
@@ -52,14 +53,14 @@ def _step(eps: float, eps_step: float | None) -> float:
 
 
 @ATTACKS.register("fgsm", "FastGradientMethod: one signed-gradient step of size eps",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=True)
 def fgsm(classifier, eps: float = 4 / 255, norm: str = "inf", batch_size: int = 32):
     return E.FastGradientMethod(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps),
                                 batch_size=batch_size)
 
 
 @ATTACKS.register("pgd", "ProjectedGradientDescent (Madry et al.): max_iter steps of eps/4 from a random start",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=True)
 def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
         num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return E.ProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
@@ -68,7 +69,7 @@ def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_ite
 
 
 @ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=True)
 def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10, batch_size: int = 32):
     return E.BasicIterativeMethod(classifier, eps=eps, eps_step=_step(eps, eps_step), max_iter=max_iter,
                                   batch_size=batch_size, verbose=False)
@@ -76,7 +77,7 @@ def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_ite
 
 @ATTACKS.register("cw", "Carlini-Wagner L2 in PyTorch (Adam in tanh space, per-sample binary search on c): "
                   "4 x 10 Adam steps of lr 0.001, one forward+backward each; checked against ART's CarliniL2Method",
-                  norm="2", budget=False)
+                  norm="2", budget=False, gradient=True)
 def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.001, binary_search_steps: int = 4,
        max_iter: int = 10, initial_const: float = 1.0, batch_size: int = 32):
     from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
@@ -88,7 +89,7 @@ def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.001, binary
 
 @ATTACKS.register("cw_art", "ART's CarliniL2Method, the reference implementation: NumPy, two class-gradient "
                   "passes and a line search per step (about 18x a PGD-10 cell on CPU)",
-                  norm="2", budget=False)
+                  norm="2", budget=False, gradient=True)
 def cw_art(classifier, confidence: float = 0.0, learning_rate: float = 0.01, binary_search_steps: int = 1,
            max_iter: int = 10, initial_const: float = 1.0, max_halving: int = 2, max_doubling: int = 2,
            batch_size: int = 32):
@@ -99,7 +100,7 @@ def cw_art(classifier, confidence: float = 0.0, learning_rate: float = 0.01, bin
 
 
 @ATTACKS.register("cw_linf", "CarliniLInfMethod: Carlini-Wagner under an Linf bound",
-                  norm="inf", budget=False)
+                  norm="inf", budget=False, gradient=True)
 def cw_linf(classifier, confidence: float = 0.0, learning_rate: float = 0.01, max_iter: int = 10,
             batch_size: int = 32):
     return E.CarliniLInfMethod(classifier, confidence=confidence, learning_rate=learning_rate,
@@ -107,14 +108,14 @@ def cw_linf(classifier, confidence: float = 0.0, learning_rate: float = 0.01, ma
 
 
 @ATTACKS.register("deepfool", "DeepFool: minimal L2 step across the nearest linearised boundary",
-                  norm="2", budget=False)
+                  norm="2", budget=False, gradient=True)
 def deepfool(classifier, max_iter: int = 20, epsilon: float = 0.02, nb_grads: int = 10, batch_size: int = 32):
     return E.DeepFool(classifier, max_iter=max_iter, epsilon=epsilon, nb_grads=nb_grads,
                       batch_size=batch_size, verbose=False)
 
 
 @ATTACKS.register("apgd", "AutoProjectedGradientDescent (Croce & Hein): step-size-free PGD, CE loss",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=True)
 def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 20,
          nb_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return E.AutoProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
@@ -124,14 +125,14 @@ def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_it
 
 @ATTACKS.register("autoattack", "AutoAttack (Croce & Hein): ART's ensemble of APGD-CE, APGD-DLR, "
                   "DeepFool and Square; slow",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=True)
 def autoattack(classifier, eps: float = 4 / 255, eps_step: float | None = None, norm: str = "inf",
                batch_size: int = 32):
     return E.AutoAttack(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step), batch_size=batch_size)
 
 
 @ATTACKS.register("square", "SquareAttack: score-based black-box random search (no gradients)",
-                  norm="inf", budget=True)
+                  norm="inf", budget=True, gradient=False)
 def square(classifier, eps: float = 4 / 255, max_iter: int = 100, p_init: float = 0.8, nb_restarts: int = 1,
            norm: str = "inf", batch_size: int = 32):
     if eps <= 0:
@@ -141,7 +142,7 @@ def square(classifier, eps: float = 4 / 255, max_iter: int = 100, p_init: float 
 
 
 @ATTACKS.register("hopskipjump", "HopSkipJump: decision-based black-box attack (labels only), L2",
-                  norm="2", budget=False)
+                  norm="2", budget=False, gradient=False)
 def hopskipjump(classifier, max_iter: int = 10, max_eval: int = 1000, init_eval: int = 50, init_size: int = 50,
                 norm: str = "2", batch_size: int = 32):
     return E.HopSkipJump(classifier, batch_size=batch_size, norm=_norm(norm), max_iter=max_iter,

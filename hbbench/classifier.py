@@ -19,13 +19,35 @@ def _classifier_class():
 
     class Float32Classifier(PyTorchClassifier):
         """ART's PyTorchClassifier, casting inputs to float32: some ART attacks (HopSkipJump) hand it
-        float64 arrays, which a float32 model can't take."""
+        float64 arrays, which a float32 model can't take.
+
+        ``eot_draws`` > 1 makes every gradient the mean over that many independent passes through the
+        preprocessing defenses (Expectation over Transformation): each pass draws a randomized
+        defense anew. ART's own EoTPyTorch is not used: it runs the transform image by image and
+        returns N x K predictions, which breaks attacks that read predictions (C&W's success check)."""
+
+        eot_draws = 1
 
         def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
             return super().predict(np.asarray(x, np.float32), batch_size=batch_size, training_mode=training_mode,
                                    **kwargs)
 
+        def loss_gradient(self, x, y, **kwargs):
+            return _mean_of_draws(lambda: super(Float32Classifier, self).loss_gradient(x, y, **kwargs),
+                                  self.eot_draws)
+
+        def class_gradient(self, x, label=None, **kwargs):
+            return _mean_of_draws(lambda: super(Float32Classifier, self).class_gradient(x, label, **kwargs),
+                                  self.eot_draws)
+
     return Float32Classifier
+
+
+def _mean_of_draws(gradient, draws: int):
+    total = gradient()
+    for _ in range(draws - 1):
+        total = total + gradient()
+    return total / draws if draws > 1 else total
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -74,10 +96,11 @@ def make_classifier(model: str | nn.Module | LoadedModel = "efficientnet_lite0",
     )
 
 
-def with_defenses(classifier, defenses: Sequence):
-    """A classifier sharing ``classifier``'s model and normalisation, with ``defenses`` in front."""
+def with_defenses(classifier, defenses: Sequence, eot_draws: int = 1):
+    """A classifier sharing ``classifier``'s model and normalisation, with ``defenses`` in front; its
+    gradients average ``eot_draws`` passes through them (EoT)."""
     pre = classifier.preprocessing
-    return _classifier_class()(
+    clf = _classifier_class()(
         model=classifier.model,
         loss=nn.CrossEntropyLoss(),
         input_shape=classifier.input_shape,
@@ -87,6 +110,8 @@ def with_defenses(classifier, defenses: Sequence):
         preprocessing_defences=list(defenses) or None,
         device_type="gpu" if classifier.device.type == "cuda" else "cpu",
     )
+    clf.eot_draws = int(eot_draws)
+    return clf
 
 
 def predict_probs(classifier, x: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -104,10 +104,16 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
               help="DataLoader processes decoding images.")
 @click.option("--threads", type=int, default=None, help="torch threads per worker (default: the cores divided "
               "by --workers).")
+@click.option("--checks", default="default", show_default=True,
+              help="Evaluation checks: none, default (cheap, from the run's records), full (adds attack runs: "
+              "unbounded, not_converged, blackbox_beats_whitebox), or check names (hbbench list checks).")
+@click.option("--check-samples", type=int, default=20, show_default=True,
+              help="Images (the first ones) the costly checks attack again.")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
-          loader_workers, threads, **flags):
-    """Run an attack x defense x budget x threat-model grid; resumable, one file per finished cell."""
+          loader_workers, threads, checks, check_samples, **flags):
+    """Run an attack x defense x budget x threat-model grid, then check its attacks; resumable, one file
+    per finished cell."""
     from hbbench.spec import SweepSpec
 
     given = {SWEEP_FLAGS[k]: v for k, v in flags.items()
@@ -124,7 +130,7 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
-                   loader_workers=loader_workers, threads=threads)
+                   loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -171,6 +177,8 @@ def _run_sweep(spec, out, run_name, **executor_options):
             progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
         elif kind == "shard_done":
             progress.advance(state["overall"])
+        elif kind == "checks":
+            state["checks"] = info["table"]
 
     with progress:
         try:
@@ -180,14 +188,59 @@ def _run_sweep(spec, out, run_name, **executor_options):
             raise
         progress.update(state["current"], visible=False)
     click.echo(markdown(table))
-    console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, manifest.json, cells/")
+    _echo_checks(state.get("checks"))
+    console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
+
+
+def _echo_checks(table) -> None:
+    from hbbench.checks.run import failed, markdown
+
+    if table is None:
+        return
+    click.echo("\nEvaluation checks (docs/evaluation.md):\n")
+    click.echo(markdown(table))
+    for (defense, threat), names in failed(table).items():
+        click.echo(f"unverified: {defense} under {threat} — {', '.join(names)} failed")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--checks", default="full", show_default=True,
+              help="none, default, full, or check names (hbbench list checks).")
+@click.option("--check-samples", type=int, default=20, show_default=True,
+              help="Images (the first ones) the costly checks attack again.")
+@click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
+def check(run_dir, checks, check_samples, executor, workers, address):
+    """Run evaluation checks on a finished run without recomputing its cells: the costly ones add their
+    attack runs to the run directory (resumable like cells), then checks.csv and the worst-case rows of
+    summary.csv are rewritten."""
+    from pathlib import Path
+
+    from hbbench.spec import SweepSpec
+    from hbbench.store import RunStore
+
+    root = Path(run_dir)
+    manifest = RunStore(root).read_manifest() if root.is_dir() else None
+    if manifest is None:
+        raise HBBenchError(f"{root} is not a run directory (no manifest.json); run `hbbench sweep` first")
+    if workers < 1:
+        raise HBBenchError(f"--workers must be >= 1, got {workers}")
+    spec = SweepSpec.from_dict(dict(manifest["spec"]), source=f"{root}/manifest.json")
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run_sweep(spec, str(root.parent), root.name, executor=executor, workers=workers, address=address,
+                   checks=checks, check_samples=check_samples, require_finished=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command("list")
 @click.argument("kind", type=click.Choice(["models", "datasets", "attacks", "defenses", "threat-models",
-                                           "executors"]))
+                                           "executors", "checks"]))
 def list_cmd(kind):
-    """List registered models, datasets, attacks, defenses, threat models or executors."""
+    """List registered models, datasets, attacks, defenses, threat models, executors or checks."""
     if kind == "threat-models":
         from hbbench.defenses.threat import THREAT_MODELS
 
@@ -210,6 +263,8 @@ def _registry(kind):
         from hbbench.attacks import ATTACKS as reg
     elif kind == "executors":
         return EXECUTORS
+    elif kind == "checks":
+        from hbbench.checks import CHECKS as reg
     else:
         from hbbench.defenses import DEFENSES as reg
     return reg

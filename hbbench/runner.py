@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 
 from hbbench.attacks import attack_norm, make_attack
+from hbbench.checks import probes
 from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
-from hbbench.defenses import attack_defenses, make_defense
+from hbbench.defenses import attack_defenses, get_threat_model, make_defense
 from hbbench.errors import HBBenchError
 from hbbench.models import load_model
 from hbbench.records import sample_records
@@ -49,6 +50,7 @@ class ShardResult:
     attack_seconds: float
     defense_seconds: float
     attack_gradient: str
+    probes: dict  # what the checks read: defense_randomized, gradient_zero_share (hbbench.checks.probes)
 
 
 class Context:
@@ -61,6 +63,7 @@ class Context:
         self.classifier = make_classifier(model, device=device)
         self.batch_size = batch_size
         self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.probes: dict[tuple, object] = {}  # probe results by what they depend on, for later units
 
     def predict(self, x: np.ndarray, classifier=None) -> np.ndarray:
         return predict_probs(classifier or self.classifier, x, self.batch_size)
@@ -154,7 +157,13 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
     target_defense = None if first.attack_target == ("undefended",) else \
         make_defense(first.defense_name, base, **dict(first.defense_params))
     attacker_pre, _ = attack_defenses(target_defense, first.threat_model, device_type)
-    attacked = with_defenses(base, attacker_pre) if attacker_pre else base
+    eot = get_threat_model(first.threat_model).eot
+    attacked = with_defenses(base, attacker_pre, eot_draws=eot) if attacker_pre else base
+    # Probes run before the seeds below are set, so they leave every result as it was without them.
+    key = ("zero gradient", first.attack_target, unit.start, unit.stop)
+    if key not in ctx.probes:
+        ctx.probes[key] = probes.zero_gradient_share(attacked, x, y, batch_size)
+    zero_share = ctx.probes[key]
 
     params = dict(first.attack_params)
     if first.eps is not None:
@@ -173,6 +182,10 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         on_event("defense", cell=cell, unit=unit)
         defense = make_defense(cell.defense_name, base, **dict(cell.defense_params))
         _, gradient = attack_defenses(defense, cell.threat_model, device_type)
+        key = ("randomized", cell.defense_name, cell.defense_params)
+        if key not in ctx.probes:
+            ctx.probes[key] = probes.is_randomized(defense, x, batch_size, apply_defense, seed_everything)
+        found = {"defense_randomized": ctx.probes[key], "gradient_zero_share": zero_share}
         seed_everything(cell.seed, cell.id, "defense", unit.shard)
         t0 = time.perf_counter()
         x_def_clean = apply_defense(defense, x, batch_size)
@@ -184,7 +197,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         records = sample_records(ids, y, probs, x, x_adv)
         records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
-        results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient))
+        results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient, found))
     return results
 
 

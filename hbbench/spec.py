@@ -201,7 +201,7 @@ class SweepSpec:
 
     def cells(self) -> list[Cell]:
         """The grid, checked against the registries; `none` is always included as the baseline."""
-        from hbbench.attacks import ATTACKS, has_budget
+        from hbbench.attacks import ATTACKS, attack_norm, has_budget
         from hbbench.datasets import DATASETS
         from hbbench.defenses import DEFENSES
         from hbbench.models import MODELS
@@ -215,6 +215,8 @@ class SweepSpec:
             entry, _ = ATTACKS.resolve(a_name)
             _check_params("attack", a_label, a_params, entry.params)
             budgets = self.eps if has_budget(a_name) and "eps" not in a_params else [a_params.get("eps")]
+            if attack_norm(a_name, a_params) == "inf":
+                _refuse_linf_beyond_pixels(a_label, budgets)
             for eps in budgets:
                 for d_label in defenses:
                     d_name, d_params = parse_item(d_label)
@@ -251,6 +253,15 @@ def _check_params(kind, label, given: dict, accepted: dict) -> None:
             raise HBBenchError(f"{kind} '{label}': {key} must be {want}, got {value!r}")
         if key == "eps" and value is not None:
             parse_budget(value)
+
+
+def _refuse_linf_beyond_pixels(label: str, budgets) -> None:
+    """Pixels lie in [0, 1]: an L-inf budget above 1 is a whole-range attack, almost always a budget
+    typed in 0-255 units. L2 budgets above 1 are ordinary and stay valid."""
+    for eps in budgets:
+        if eps is not None and eps > 1:
+            raise HBBenchError(f"attack '{label}': an L-inf budget of {eps:g} exceeds the pixel range [0, 1]; "
+                               f"did you mean {eps:g}/255?")
 
 
 def _freeze(params: dict) -> tuple:

@@ -1,0 +1,34 @@
+"""Evaluation checks: did the attacks behind a run's numbers work? (docs/evaluation.md)
+
+Each check is registered with its cost: ``cheap`` ones read only what every sweep stores (per-image
+records and the probes of hbbench.checks.probes) and run by default; ``costly`` ones add attack runs
+(auxiliary cells, hbbench.checks.auxiliary) and run with ``--checks full`` or by name. A check
+returns rows of (defense, threat model, eps) with a status: pass, warn, fail or not run, the
+numbers behind it and a one-line reason. A failed check turns a defense's verdict into "unverified".
+"""
+from __future__ import annotations
+
+from hbbench.errors import HBBenchError
+from hbbench.registry import Registry
+
+CHECKS = Registry("check", skip=1)  # a check takes the run's Evidence (hbbench.checks.evidence)
+STATUSES = ("fail", "warn", "pass", "not run")
+LEVELS = ("none", "default", "full")
+
+
+def resolve_checks(text: str | None) -> tuple[str, ...]:
+    """'none' | 'default' (the cheap checks) | 'full' (all) | a comma list of check names."""
+    text = "default" if text is None else str(text).strip()
+    if text == "none":
+        return ()
+    if text in ("default", "full"):
+        return tuple(e.name for e in CHECKS.entries() if text == "full" or e.meta["cost"] == "cheap")
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in CHECKS:
+            raise HBBenchError(f"unknown check '{name}'; valid choices: {', '.join(LEVELS)} or check names "
+                               f"{', '.join(CHECKS.names())}")
+    return tuple(dict.fromkeys(names))
+
+
+from hbbench.checks import evaluate  # noqa: E402,F401  (registers the checks into CHECKS)

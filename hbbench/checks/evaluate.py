@@ -1,0 +1,199 @@
+"""The checks themselves. Each reads the Evidence of a run and returns one row per defense x threat
+model (x eps where it applies). Thresholds and their reasons: docs/evaluation.md."""
+from __future__ import annotations
+
+from hbbench.attacks import ATTACKS
+from hbbench.checks import CHECKS
+from hbbench.checks.auxiliary import attacks_through_defense, is_iterative_gradient
+from hbbench.checks.evidence import Evidence
+from hbbench.checks.stats import a_stronger_than_b
+from hbbench.defenses.threat import get_threat_model
+
+ZERO_GRADIENT_FAIL = 0.2  # more than this share of masked gradients: the attack had nothing to follow
+UNBOUNDED_MAX_TOP1 = 0.01  # a whole-range attack through a working gradient leaves (almost) nothing
+
+
+def row(check, cell, status, reason, numbers="", eps="cell"):
+    return {"check": check, "defense": cell.defense, "threat_model": cell.threat_model,
+            "eps": cell.eps if eps == "cell" else eps, "status": status, "reason": reason, "numbers": numbers}
+
+
+def _not_through_defense(check, cell, eps=None):
+    return row(check, cell, "not run", "the oblivious attacker never differentiates through the defense", eps=eps)
+
+
+def _compare(check, cell, a_name, fooled_a, b_name, fooled_b, what, eps="cell"):
+    """fail: A is significantly stronger than B (sign test); warn: A fools more images, not significantly."""
+    test = a_stronger_than_b(fooled_a, fooled_b)
+    numbers = f"A={a_name}, B={b_name}: {test.numbers()}"
+    if test.significant:
+        return row(check, cell, "fail", what, numbers, eps)
+    if test.only_a > test.only_b:
+        return row(check, cell, "warn", f"{what}, not significantly", numbers, eps)
+    return row(check, cell, "pass", f"A fools no more images than B (A={a_name}, B={b_name})", numbers, eps)
+
+
+@CHECKS.register("zero_gradient", "share of samples whose loss gradient through the defense is zero or NaN",
+                 cost="cheap")
+def zero_gradient(ev: Evidence) -> list[dict]:
+    rows = []
+    for (_, threat), cells in ev.groups("defense", "threat_model").items():
+        cell = cells[0]
+        if not attacks_through_defense(cell):
+            rows.append(_not_through_defense("zero_gradient", cell))
+            continue
+        shares = [ev.summaries[c.id].get("gradient_zero_share") for c in cells if ev.done(c)]
+        shares = [s for s in shares if s is not None]
+        if not shares:
+            rows.append(row("zero_gradient", cell, "not run", "no finished cell has the gradient probe", eps=None))
+            continue
+        share = max(shares)
+        status = "fail" if share > ZERO_GRADIENT_FAIL else "warn" if share > 0 else "pass"
+        rows.append(row("zero_gradient", cell, status,
+                        f"{share:.0%} of samples get a zero or non-finite gradient through the defense",
+                        f"share {share:.3f} (fail above {ZERO_GRADIENT_FAIL})", eps=None))
+    return rows
+
+
+@CHECKS.register("randomized_without_eot", "a randomized defense attacked with gradients but without EoT",
+                 cost="cheap")
+def randomized_without_eot(ev: Evidence) -> list[dict]:
+    rows = []
+    for _, cells in ev.groups("defense", "threat_model").items():
+        cell = cells[0]
+        flags = [ev.summaries[c.id].get("defense_randomized") for c in cells if ev.done(c)]
+        flags = [f for f in flags if f is not None]
+        if not flags:
+            rows.append(row("randomized_without_eot", cell, "not run", "no finished cell has the randomness probe",
+                            eps=None))
+        elif not any(flags):
+            rows.append(row("randomized_without_eot", cell, "pass", "the defense is deterministic "
+                            "(two seeds give the same output)", eps=None))
+        elif not attacks_through_defense(cell):
+            rows.append(_not_through_defense("randomized_without_eot", cell))
+        elif get_threat_model(cell.threat_model).eot > 1:
+            rows.append(row("randomized_without_eot", cell, "pass", f"randomized defense, gradients averaged over "
+                            f"{get_threat_model(cell.threat_model).eot} draws (EoT)", eps=None))
+        else:
+            rows.append(row("randomized_without_eot", cell, "fail", "randomized defense attacked through single "
+                            f"draws: use --threat '{cell.threat_model}[eot=8]'", "two seeds give different outputs",
+                            eps=None))
+    return rows
+
+
+@CHECKS.register("single_step_beats_iterative", "FGSM stronger than PGD/BIM at the same eps and threat model",
+                 cost="cheap")
+def single_step_beats_iterative(ev: Evidence) -> list[dict]:
+    rows = []
+    for _, cells in ev.groups("defense", "threat_model", "eps").items():
+        single = [c for c in cells if c.attack_name == "fgsm" and ev.done(c)]
+        iterative = [c for c in cells if is_iterative_gradient(c) and ev.done(c)]
+        if not single or not iterative:
+            rows.append(row("single_step_beats_iterative", cells[0], "not run",
+                            "needs FGSM and an iterative gradient attack at this eps"))
+            continue
+        results = [_compare("single_step_beats_iterative", s, s.attack, ev.fooled(s), i.attack, ev.fooled(i),
+                            "the single step is stronger than the iterative attack (a failed optimisation)")
+                   for s in single for i in iterative]
+        rows.append(_worst(results))
+    return rows
+
+
+@CHECKS.register("transfer_beats_whitebox", "the oblivious attack (crafted on the undefended model) stronger "
+                 "than the attack through the defense", cost="cheap")
+def transfer_beats_whitebox(ev: Evidence) -> list[dict]:
+    rows = []
+    oblivious = {(c.attack, c.eps, c.defense): c for c in ev.cells if c.threat_model == "oblivious"}
+    for (defense, threat, eps), cells in ev.groups("defense", "threat_model", "eps").items():
+        cell = cells[0]
+        if cell.defense_name == "none" or not get_threat_model(threat).crafted_against_defense:
+            continue  # the comparison is between threat models of a defense
+        pairs = [(oblivious.get((c.attack, c.eps, c.defense)), c) for c in cells]
+        pairs = [(o, c) for o, c in pairs if o is not None and ev.done(o) and ev.done(c)]
+        if not pairs:
+            rows.append(row("transfer_beats_whitebox", cell, "not run", "needs the same attack under oblivious"))
+            continue
+        rows.append(_worst([_compare("transfer_beats_whitebox", c, f"{o.attack} oblivious", ev.fooled(o),
+                                     f"{c.attack} {threat}", ev.fooled(c),
+                                     "the transferred attack is stronger than the one through the defense "
+                                     "(its gradient misleads)") for o, c in pairs]))
+    return rows
+
+
+@CHECKS.register("not_monotone", "defended accuracy rises with eps", cost="cheap")
+def not_monotone(ev: Evidence) -> list[dict]:
+    rows = []
+    for (_, _, attack), cells in ev.groups("defense", "threat_model", "attack").items():
+        done = sorted((c for c in cells if c.eps is not None and ev.done(c)), key=lambda c: c.eps)
+        if len(done) < 2:
+            continue
+        results = [_compare("not_monotone", big, f"eps {small.eps * 255:g}/255", ev.fooled(small),
+                            f"eps {big.eps * 255:g}/255", ev.fooled(big),
+                            f"{attack} is stronger at the smaller budget (the larger one's optimisation failed)",
+                            eps=big.eps)
+                   for small, big in zip(done, done[1:])]
+        rows.append(_worst(results))
+    return rows
+
+
+@CHECKS.register("unbounded", "PGD over the whole pixel range (50 steps, no random start) through the defense "
+                 "must take defended top-1 to <= 0.01", cost="costly")
+def unbounded(ev: Evidence) -> list[dict]:
+    rows = []
+    for added, _ in ev.auxiliary.get("unbounded", []):
+        if not ev.done(added):
+            rows.append(row("unbounded", added, "not run", "its attack run is missing", eps=None))
+            continue
+        top1 = float((~ev.fooled(added)).mean())
+        ok = top1 <= UNBOUNDED_MAX_TOP1
+        rows.append(row("unbounded", added, "pass" if ok else "fail",
+                        "the whole-range attack breaks every image" if ok else
+                        "a whole-range attack through the defense leaves images correct: its gradient is broken",
+                        f"defended top-1 {top1:.3f} on {len(ev.fooled(added))} images (fail above "
+                        f"{UNBOUNDED_MAX_TOP1})", eps=None))
+    return rows
+
+
+@CHECKS.register("not_converged", "twice the iterations lowers defended accuracy", cost="costly")
+def not_converged(ev: Evidence) -> list[dict]:
+    rows = []
+    for added, base in ev.auxiliary.get("not_converged", []):
+        if not (ev.done(added) and ev.done(base)):
+            rows.append(row("not_converged", base, "not run", "an attack run is missing"))
+            continue
+        rows.append(_compare("not_converged", base, added.attack, ev.fooled(added), base.attack,
+                             ev.fooled(base, ev.check_samples),
+                             f"twice the iterations is stronger ({base.attack} had not converged)"))
+    return rows
+
+
+@CHECKS.register("blackbox_beats_whitebox", "a score-based attack (SquareAttack, 100 queries) stronger than "
+                 "the run's gradient attacks at the same eps", cost="costly")
+def blackbox_beats_whitebox(ev: Evidence) -> list[dict]:
+    rows = []
+    square = {(c.defense, c.eps): c for c, _ in ev.auxiliary.get("blackbox_beats_whitebox", [])}
+    for (defense, threat, eps), cells in ev.groups("defense", "threat_model", "eps").items():
+        gradient = [c for c in cells if ATTACKS.resolve(c.attack_name)[0].meta["gradient"] and ev.done(c)]
+        black = square.get((defense, eps))
+        if eps is None or not gradient or black is None:
+            continue
+        if not attacks_through_defense(cells[0]):
+            rows.append(_not_through_defense("blackbox_beats_whitebox", cells[0], eps))
+            continue
+        if not ev.done(black):
+            rows.append(row("blackbox_beats_whitebox", cells[0], "not run", "its attack run is missing"))
+            continue
+        union = ev.fooled(gradient[0], ev.check_samples)
+        for c in gradient[1:]:
+            union = union | ev.fooled(c, ev.check_samples)
+        rows.append(_compare("blackbox_beats_whitebox", cells[0], "square", ev.fooled(black),
+                             "+".join(c.attack for c in gradient), union,
+                             "the black-box attack is stronger than every gradient attack together (masked "
+                             "gradients)"))
+    return rows
+
+
+def _worst(results: list[dict]) -> dict:
+    order = {"fail": 0, "warn": 1, "pass": 2, "not run": 3}
+    return min(results, key=lambda r: order[r["status"]])
+

@@ -1,0 +1,46 @@
+"""What the checks read from a run: its cells, the cells the costly checks added, their summaries and
+per-image records (loaded once, on first use)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from hbbench.spec import Cell
+
+
+@dataclass
+class Evidence:
+    cells: list[Cell]  # the run's grid
+    auxiliary: dict[str, list[tuple[Cell, Cell | None]]]  # check -> (added cell, the grid cell it shadows)
+    summaries: dict[str, dict]  # cell id -> stored summary
+    load_records: object  # cell id -> per-image records (DataFrame) or None
+    check_samples: int  # the costly checks' images: samples [0, check_samples) of the run
+    _records: dict = field(default_factory=dict)
+
+    def records(self, cell: Cell) -> pd.DataFrame | None:
+        if cell.id not in self._records:
+            self._records[cell.id] = self.load_records(cell.id) if cell.id in self.summaries else None
+        return self._records[cell.id]
+
+    def fooled(self, cell: Cell, first: int | None = None) -> np.ndarray | None:
+        """Per image (in sample order): the defended model is wrong on the adversarial input.
+        ``first``: only samples below it (the costly checks' subsample)."""
+        r = self.records(cell)
+        if r is None:
+            return None
+        r = r.sort_values("sample")
+        if first is not None:
+            r = r[r["sample"] < first]
+        return (r["def_adv_pred"] != r["label"]).to_numpy()
+
+    def done(self, cell: Cell) -> bool:
+        return cell.id in self.summaries
+
+    def groups(self, *keys: str) -> dict[tuple, list[Cell]]:
+        """The grid's cells grouped by attributes, in grid order."""
+        out: dict[tuple, list[Cell]] = {}
+        for c in self.cells:
+            out.setdefault(tuple(getattr(c, k) for k in keys), []).append(c)
+        return out

@@ -1,0 +1,119 @@
+"""Evaluation checks on real ART attacks over the embedded images: a planted gradient-masking defense
+is caught, a randomized defense is caught until the attacker uses EoT, and honest settings (the
+undefended model, JPEG under BPDA) raise no failing check."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+
+from hbbench.api import sweep
+from hbbench.classifier import with_defenses
+from hbbench.defenses import DEFENSES, StraightThrough, make_defense
+
+pytestmark = pytest.mark.slow
+
+
+class Rounding(PreprocessorPyTorch):
+    """Correct forward (colours rounded to 16 levels), useless gradient: torch.round's is zero."""
+
+    def __init__(self):
+        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
+
+    def forward(self, x, y=None):
+        return torch.round(x * 15) / 15, y
+
+
+@pytest.fixture
+def planted_defense():
+    DEFENSES.register("rounding_test", "planted gradient masking (tests only)")(lambda classifier: Rounding())
+    yield "rounding_test"
+    del DEFENSES._entries["rounding_test"]
+
+
+def statuses(run_dir, check) -> dict:
+    t = pd.read_csv(run_dir / "checks.csv")
+    t = t[t.check == check]
+    return {(r.defense, r.threat_model): r.status for r in t.itertuples()}
+
+
+def test_planted_gradient_masking_is_caught_by_unbounded_and_zero_gradient(tmp_path, planted_defense):
+    sweep(dict(attacks=["pgd[max_iter=3]"], defenses=[planted_defense], threat_models=["adaptive", "bpda"], n=4),
+          out=tmp_path, run="r", checks="unbounded,zero_gradient", check_samples=4)
+    run = tmp_path / "r"
+    assert statuses(run, "zero_gradient")[(planted_defense, "adaptive")] == "fail"
+    assert statuses(run, "unbounded")[(planted_defense, "adaptive")] == "fail"
+    # The same defense under BPDA gets the identity gradient: nothing is masked.
+    assert statuses(run, "zero_gradient")[(planted_defense, "bpda")] == "pass"
+    assert statuses(run, "unbounded")[(planted_defense, "bpda")] == "pass"
+    assert statuses(run, "unbounded")[("none", "adaptive")] == "pass"
+
+
+def test_randomized_defense_without_eot_is_flagged_and_eot_clears_it(tmp_path):
+    sweep(dict(attacks=["fgsm"], defenses=["noise", "jpeg"], threat_models=["bpda", "bpda[eot=3]"], n=2),
+          out=tmp_path, run="r", checks="randomized_without_eot")
+    got = statuses(tmp_path / "r", "randomized_without_eot")
+    assert got[("noise", "bpda")] == "fail"
+    assert got[("noise", "bpda[eot=3]")] == "pass"
+    assert got[("jpeg", "bpda")] == "pass"  # deterministic: no EoT needed
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert "EoT over 3 draws" in summary[summary.threat_model == "bpda[eot=3]"].attack_gradient.iloc[-1]
+
+
+def test_eot_gradient_is_the_mean_of_single_draw_gradients(classifier, data4):
+    noise = make_defense("noise", classifier, sigma=0.1)
+    x, y = data4.x[:2], np.eye(1000, dtype=np.float32)[data4.y[:2]]
+    single = with_defenses(classifier, [StraightThrough(noise)])
+    eot = with_defenses(classifier, [StraightThrough(noise)], eot_draws=3)
+    np.random.seed(7)
+    g_eot = eot.loss_gradient(x, y)
+    np.random.seed(7)
+    draws = [single.loss_gradient(x, y) for _ in range(3)]
+    np.testing.assert_allclose(g_eot, np.mean(draws, axis=0), rtol=1e-5, atol=1e-9)
+    assert not np.allclose(draws[0], draws[1])  # the draws really differ
+
+
+def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path):
+    table = sweep(dict(attacks=["fgsm", "pgd"], defenses=["jpeg"], threat_models=["oblivious", "bpda"], n=4),
+                  out=tmp_path, run="r", checks="full", check_samples=4)
+    checks = pd.read_csv(tmp_path / "r" / "checks.csv")
+    assert set(checks.check) >= {"unbounded", "not_converged", "blackbox_beats_whitebox", "zero_gradient",
+                                 "single_step_beats_iterative", "transfer_beats_whitebox"}
+    assert not (checks.status == "fail").any(), checks[checks.status == "fail"].to_string()
+    worst = table[table.attack == "worst_case"]
+    assert set(zip(worst.defense, worst.threat_model)) == {("none", "oblivious"), ("none", "bpda"),
+                                                            ("jpeg", "oblivious"), ("jpeg", "bpda")}
+    cells = table[table.attack != "worst_case"]
+    for r in worst.itertuples():  # never above the weakest single attack it covers
+        same = cells[(cells.defense == r.defense) & (cells.threat_model == r.threat_model)]
+        assert r.defended_adv_top1 <= same.defended_adv_top1.min() + 1e-9
+
+
+def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
+    from tests.test_bad_inputs import cli_runner
+
+    from hbbench.cli import main
+
+    runner = cli_runner()
+    args = ["sweep", "--attacks", "fgsm", "--defense", "jpeg", "--threat", "bpda", "--n", "2", "--checks", "none",
+            "--out", str(tmp_path), "--run", "r"]
+    assert runner.invoke(main, args).exit_code == 0
+    run = tmp_path / "r"
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "cells").iterdir()}
+    result = runner.invoke(main, ["check", str(run), "--checks", "unbounded", "--check-samples", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "Evaluation checks" in result.stdout and "unbounded" in result.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in (run / "cells").iterdir()}
+    assert all(after[name] == mtime for name, mtime in before.items())  # the grid's cells untouched
+    assert len(after) == len(before) + 2 * 2  # two unbounded runs (none, jpeg under bpda), .json + .parquet
+    assert set(pd.read_csv(run / "checks.csv").check) == {"unbounded"}
+
+    grid_cell = pd.read_csv(run / "summary.csv").cell_id.iloc[0]
+    (run / "cells" / f"{grid_cell}.json").unlink()
+    files = sorted(p.name for p in run.rglob("*"))
+    result = runner.invoke(main, ["check", str(run), "--checks", "full"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "unfinished" in lines[0], result.stderr
+    assert sorted(p.name for p in run.rglob("*")) == files  # nothing written

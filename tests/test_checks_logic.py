@@ -1,0 +1,136 @@
+"""Each evaluation check fires on a constructed case and stays quiet on its mirror image. The cases
+are per-image outcomes written directly (no attack runs), so every threshold is exercised exactly;
+tests/test_checks.py runs the checks on real ART attacks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hbbench.checks import auxiliary, resolve_checks
+from hbbench.checks.evidence import Evidence
+from hbbench.checks.run import check_table, failed
+from hbbench.checks.stats import a_stronger_than_b
+from hbbench.checks.worst_case import rows as worst_case_rows
+from hbbench.errors import HBBenchError
+from hbbench.spec import SweepSpec
+
+N = 20
+
+
+def evidence(attacks, threats=("oblivious", "bpda"), eps="4/255", outcomes=None, checks=(), probes=None):
+    """A run over N images in which ``outcomes[(attack label, defense, threat, eps*255)]`` lists the
+    images the attack fools on the defended model (default: none); probes default to clean ones."""
+    spec = SweepSpec.from_dict(dict(attacks=list(attacks), defenses=["jpeg"], threat_models=list(threats), eps=eps,
+                                    n=N))
+    cells = spec.cells()
+    added = auxiliary.plan(cells, checks)
+    outcomes = outcomes or {}
+    summaries, records = {}, {}
+    for c in cells + auxiliary.added_cells(added):
+        key = (c.attack, c.defense, c.threat_model, None if c.eps is None else round(c.eps * 255))
+        fooled = np.zeros(N, bool)
+        fooled[list(outcomes.get(key, ()))] = True
+        n = N if c in cells else min(N, 10)
+        records[c.id] = pd.DataFrame({"sample": np.arange(n), "label": np.zeros(n, int),
+                                      "def_adv_pred": fooled[:n].astype(int)})
+        summaries[c.id] = {"cell_id": c.id, "model": c.model, "dataset": c.dataset, "seed": 0, "clean_top1": 1.0,
+                           "defended_clean_top1": 1.0, **(probes or {}).get(c.defense, {
+                               "defense_randomized": False, "gradient_zero_share": 0.0})}
+    return Evidence(cells, added, summaries, records.get, 10)
+
+
+def status(ev, check, defense="jpeg", threat="bpda"):
+    t = check_table(ev, [check])
+    hit = t[(t.defense == defense) & (t.threat_model == threat)]
+    return sorted(set(hit.status))
+
+
+def test_sign_test_needs_five_of_five_on_twenty_images():
+    assert not a_stronger_than_b([True] * 4 + [False] * 16, [False] * 20).significant
+    assert a_stronger_than_b([True] * 5 + [False] * 15, [False] * 20).significant
+    assert not a_stronger_than_b([True] * 6 + [False] * 14, [False] * 6 + [True] + [False] * 13).significant  # 6 vs 1
+
+
+@pytest.mark.parametrize("fgsm_fools,pgd_fools,expected", [(range(8), (), "fail"), ((), range(8), "pass"),
+                                                           (range(2), (), "warn")])
+def test_single_step_beats_iterative(fgsm_fools, pgd_fools, expected):
+    ev = evidence(["fgsm", "pgd"], outcomes={("fgsm", "jpeg", "bpda", 4): fgsm_fools,
+                                              ("pgd", "jpeg", "bpda", 4): pgd_fools})
+    assert status(ev, "single_step_beats_iterative") == [expected]
+
+
+@pytest.mark.parametrize("oblivious,bpda,expected", [(range(10), range(2), "fail"), (range(2), range(10), "pass")])
+def test_transfer_beats_whitebox(oblivious, bpda, expected):
+    ev = evidence(["pgd"], outcomes={("pgd", "jpeg", "oblivious", 4): oblivious, ("pgd", "jpeg", "bpda", 4): bpda})
+    assert status(ev, "transfer_beats_whitebox") == [expected]
+
+
+@pytest.mark.parametrize("small,big,expected", [(range(12), range(3), "fail"), (range(3), range(12), "pass")])
+def test_not_monotone(small, big, expected):
+    ev = evidence(["pgd"], eps="2/255,4/255", outcomes={("pgd", "jpeg", "bpda", 2): small,
+                                                        ("pgd", "jpeg", "bpda", 4): big})
+    assert status(ev, "not_monotone") == [expected]
+
+
+@pytest.mark.parametrize("doubled,expected", [(range(9), "fail"), (range(1), "pass")])
+def test_not_converged(doubled, expected):
+    ev = evidence(["pgd"], checks=["not_converged"],
+                  outcomes={("pgd[max_iter=20]", "jpeg", "bpda", 4): doubled, ("pgd", "jpeg", "bpda", 4): range(1)})
+    assert status(ev, "not_converged") == [expected]
+
+
+@pytest.mark.parametrize("square,expected", [(range(10), "fail"), ((), "pass")])
+def test_blackbox_beats_whitebox(square, expected):
+    ev = evidence(["fgsm", "pgd"], checks=["blackbox_beats_whitebox"],
+                  outcomes={("square[max_iter=100,norm=inf]", "jpeg", "bpda", 4): square,
+                            ("fgsm", "jpeg", "bpda", 4): [1], ("pgd", "jpeg", "bpda", 4): [2]})
+    assert status(ev, "blackbox_beats_whitebox") == [expected]
+    assert status(ev, "blackbox_beats_whitebox", threat="oblivious") == ["not run"]
+
+
+@pytest.mark.parametrize("survivors,expected", [(range(3), "fail"), ((), "pass")])
+def test_unbounded(survivors, expected):
+    fooled = [i for i in range(N) if i not in survivors]
+    label = auxiliary.label("pgd", auxiliary.UNBOUNDED_PGD)
+    ev = evidence(["pgd"], checks=["unbounded"], outcomes={(label, "jpeg", "bpda", 255): fooled})
+    assert status(ev, "unbounded") == [expected]
+    assert status(ev, "unbounded", threat="oblivious") == []  # nothing through the defense to check
+
+
+@pytest.mark.parametrize("share,expected", [(1.0, "fail"), (0.05, "warn"), (0.0, "pass")])
+def test_zero_gradient(share, expected):
+    ev = evidence(["pgd"], probes={"jpeg": {"defense_randomized": False, "gradient_zero_share": share}})
+    assert status(ev, "zero_gradient") == [expected]
+    assert status(ev, "zero_gradient", threat="oblivious") == ["not run"]
+
+
+@pytest.mark.parametrize("threat,randomized,expected", [("bpda", True, "fail"), ("bpda[eot=4]", True, "pass"),
+                                                        ("bpda", False, "pass")])
+def test_randomized_without_eot(threat, randomized, expected):
+    ev = evidence(["pgd"], threats=[threat], probes={"jpeg": {"defense_randomized": randomized,
+                                                              "gradient_zero_share": 0.0}})
+    assert status(ev, "randomized_without_eot", threat=threat) == [expected]
+
+
+def test_a_failed_check_marks_its_defense_and_threat_model_unverified():
+    ev = evidence(["fgsm", "pgd"], outcomes={("fgsm", "jpeg", "bpda", 4): range(8)})
+    assert failed(check_table(ev, resolve_checks("default"))) == {("jpeg", "bpda"): ["single_step_beats_iterative"]}
+
+
+def test_worst_case_counts_an_image_as_robust_only_if_every_attack_missed_it():
+    ev = evidence(["fgsm", "pgd"], outcomes={("fgsm", "jpeg", "oblivious", 4): [0, 1],
+                                              ("pgd", "jpeg", "oblivious", 4): [1, 2],
+                                              ("pgd", "jpeg", "bpda", 4): [5]})
+    got = {(r["defense"], r["threat_model"]): r["defended_adv_top1"] for r in worst_case_rows(ev)}
+    assert got[("jpeg", "oblivious")] == (N - 3) / N
+    assert got[("jpeg", "bpda")] == (N - 4) / N  # the bpda attacker may also ignore the defense
+
+
+def test_check_names_are_resolved_or_refused():
+    assert resolve_checks("none") == ()
+    assert set(resolve_checks("default")) < set(resolve_checks("full"))
+    assert "unbounded" not in resolve_checks("default") and "unbounded" in resolve_checks("full")
+    assert resolve_checks("unbounded,zero_gradient") == ("unbounded", "zero_gradient")
+    with pytest.raises(HBBenchError, match="unknown check 'masking'"):
+        resolve_checks("masking")
