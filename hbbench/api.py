@@ -17,6 +17,7 @@ from hbbench.aggregate import write_summary
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
+from hbbench.integrity import set_aside_damaged
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
@@ -46,11 +47,12 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         spec.validate()
     cells = spec.cells()
     by_id = {c.id: c for c in cells}
-    store = RunStore(Path(out) / (run or default_run_name(spec)))
+    store = RunStore(Path(out) / (run or default_run_name(spec)), spec_id=spec.id)
     store.ensure_writable()
     run_executor = get_executor(executor)
     on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
+        set_aside_damaged(store, spec, on_event)  # damaged or foreign cells: moved aside, recomputed
         _refuse_other_spec(store, spec)
         _remove_temporaries(store)
         n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)

@@ -170,6 +170,9 @@ def _run_sweep(spec, out, run_name, **executor_options):
             progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
         elif kind == "shard_done":
             progress.advance(state["overall"])
+        elif kind == "damaged":  # one line per damaged or foreign file found on resume
+            console.print(f"{info['path']}: {info['reason']}; {info['action']}", markup=False, highlight=False,
+                          soft_wrap=True)
 
     with progress:
         try:
