@@ -230,7 +230,8 @@ def _show(key: str, value) -> str:
               "the attack on a few images).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for recomputing the example images.")
-def report(run_dir, out, no_examples, device):
+@click.option("--strict", is_flag=True, help="Exit 2 instead of leaving damaged cells out of the report.")
+def report(run_dir, out, no_examples, device, strict):
     """Write report.html (self-contained) and report.md (+ report_files/) into a run directory."""
     from pathlib import Path
 
@@ -245,7 +246,7 @@ def report(run_dir, out, no_examples, device):
         run_dir = found
     elif not Path(run_dir).is_dir():
         raise HBBenchError(f"no run directory at {run_dir}")
-    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device,
+    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device, strict=strict,
                                       on_progress=lambda m: click.echo(f"report: {m}", err=True))
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
@@ -276,6 +277,7 @@ def explain(image, data, model, out, eps, iters, params, device, seed):
     draw(image, dataset=data, model=model, out=out, eps=parse_budget(eps), attack_iters=iters,
          device=resolve_device(device), seed=seed, **defense_params)
     click.echo(f"wrote {out}")
+
 
 
 if __name__ == "__main__":
