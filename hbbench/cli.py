@@ -279,6 +279,28 @@ def explain(image, data, model, out, eps, iters, params, device, seed):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.pass_context
+def verify(ctx, run_dir):
+    """Check the manifest and every cell of a run directory: a table of ok / damaged / missing / foreign
+    files. Exit 0 when all is ok, 1 when anything is not, 2 when RUN_DIR is not a run directory."""
+    from collections import Counter
+
+    from hbbench.integrity import DAMAGED, FOREIGN, MISSING, OK, verify_run
+
+    spec_id, findings = verify_run(run_dir)
+    click.echo(f"{run_dir}: spec {spec_id or 'unknown'}")
+    width = max(len(f.path) for f in findings)
+    for f in findings:
+        click.echo(f"{f.status:8s} {f.path:{width}s}  {f.reason}".rstrip())
+    counts = Counter(f.status for f in findings)
+    click.echo(", ".join(f"{counts[s]} {s}" for s in (OK, DAMAGED, MISSING, FOREIGN) if counts[s]))
+    if set(counts) != {OK}:
+        click.echo("the same `hbbench sweep` command (with --run NAME) sets damaged and foreign files aside "
+                   "under damaged/ and recomputes what is missing", err=True)
+        ctx.exit(1)
+
 
 if __name__ == "__main__":
     main()
