@@ -53,7 +53,7 @@ class RunStore:
             probe = tempfile.NamedTemporaryFile(dir=self.cells_dir, prefix=".probe.", delete=True)
             probe.close()
         except OSError as exc:
-            raise HBBenchError(f"cannot write to output directory {self.root}: {exc.strerror}") from None
+            raise HBBenchError(f"cannot write to output directory {self.cells_dir}: {exc.strerror}") from None
 
     def has_cell(self, cell_id: str) -> bool:
         """A cell counts as done only when both files exist (the JSON is written last)."""
