@@ -116,7 +116,7 @@ def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
         return bad(pq_, "not a readable Parquet file (truncated?)")
     rows, stamp = meta
     if rows != record.get("rows"):
-        return bad(pq_, f"has {rows} rows, its JSON records {record.get('rows')}")
+        return bad(pq_, f"has {_rows(rows)}, its JSON records {record.get('rows')}")
     if stamp.get("cell_id") != cell_id:
         return bad(pq_, f"holds the records of cell {stamp.get('cell_id')} (copied over?)")
     if stamp.get("spec_id") != record.get("spec_id"):
@@ -138,9 +138,13 @@ def _check_legacy(root: Path, cell_id: str, summary: dict, bad) -> Finding:
     except (pa.ArrowException, OSError, ValueError):
         return bad(path, "not a readable Parquet file (truncated?)")
     if rows != summary.get("n"):
-        return bad(path, f"has {rows} rows, its JSON records n = {summary.get('n')}")
+        return bad(path, f"has {_rows(rows)}, its JSON records n = {summary.get('n')}")
     return Finding(OK, f"cells/{cell_id}", "written without an integrity record (older hbbench): both files "
                    "parse and agree on the row count", cell_id)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _parquet_meta(path: Path) -> tuple[int, dict] | None:

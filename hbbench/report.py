@@ -79,8 +79,9 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise HBBenchError(f"{manifest_path} is damaged ({exc}); `hbbench verify {root}` shows the spec its cells "
-                           f"record; the sweep command that made the run, with --run {root.name}, writes it anew") from None
+        raise HBBenchError(f"{manifest_path} is damaged ({exc}); `hbbench verify {root}` shows the spec its "
+                           f"cells record; the sweep command that made the run, with --run {root.name}, writes it "
+                           "anew") from None
     if not summary_path.is_file():
         raise HBBenchError(f"run {root} has no summary.csv yet (no cell finished); run the sweep again to resume")
     try:
@@ -300,8 +301,8 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
     for label, finding in run.damaged.values():
         say(f"{run.root / finding.path}: {finding.reason} ({label}); left out of this report")
     if strict and run.damaged:
-        raise HBBenchError(f"{len(run.damaged)} cell(s) of {run.root} are damaged and --strict is set: no report "
-                           f"written; the sweep command that made the run recomputes them")
+        raise HBBenchError(f"{run.root}: {len(run.damaged)} cell(s) left out (damaged or another run's) and --strict "
+                           "is set: no report written; the sweep command that made the run recomputes them")
     files_dir = run.root / "report_files"
     if files_dir.is_dir():
         for old in files_dir.glob("*.png"):
