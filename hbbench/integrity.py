@@ -17,7 +17,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from hbbench.errors import HBBenchError
+from hbbench.spec import SweepSpec
 
 OK, DAMAGED, MISSING, FOREIGN = "ok", "damaged", "missing", "foreign"
 PARQUET_KEY = b"hbbench"
@@ -120,7 +123,8 @@ def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     if stamp.get("cell_id") != cell_id:
         return bad(pq_, f"holds the records of cell {stamp.get('cell_id')} (copied over?)")
     if stamp.get("spec_id") != record.get("spec_id"):
-        return bad(pq_, f"belongs to another run (spec {stamp.get('spec_id')}; this run's is {spec_id})", FOREIGN)
+        return bad(pq_, f"belongs to another run (spec {stamp.get('spec_id')}; its JSON's is {record.get('spec_id')})",
+                   FOREIGN)
     if _file_sha256(root / pq_) != record.get("parquet_sha256"):
         return bad(pq_, "changed after it was written (its SHA-256 is not the one its JSON records)")
     return Finding(OK, f"cells/{cell_id}", cell_id=cell_id)
@@ -179,7 +183,7 @@ def check_cells(root: Path, spec_id: str | None, cell_ids) -> list[Finding]:
 
 def read_manifest(root: Path) -> tuple[dict | None, Finding]:
     if not (root / MANIFEST).is_file():
-        return None, Finding(MISSING, MANIFEST, "no manifest.json")
+        return None, Finding(MISSING, MANIFEST, "deleted or never written")
     manifest, why = load_json(root / MANIFEST)
     if why:
         return None, Finding(DAMAGED, MANIFEST, why, files=(MANIFEST,))
@@ -211,17 +215,14 @@ def set_aside_damaged(store, spec, on_event) -> None:
     manifest, finding = read_manifest(root)
     if manifest is not None and manifest.get("spec") != spec.to_dict():
         return
-    findings = []
     if manifest is None:
         recorded = cells_spec_ids(root)
         if recorded and spec_id not in recorded:
-            state = f"{root / MANIFEST} is {'damaged (' + finding.reason + ')' if finding.files else 'missing'}"
-            raise HBBenchError(f"{state} and the cells in {root} were made by another spec "
-                               f"({', '.join(recorded)}; this command's is {spec_id}): run the command that made "
-                               f"this run (same options, --run {root.name}), or use another --run name")
-        findings += [finding] if finding.files else []
-    cell_ids = [c.id for c in spec.cells()]
-    findings += [f for f in check_cells(root, spec_id, cell_ids) if f.status in (DAMAGED, FOREIGN)]
+            raise HBBenchError(f"{root / MANIFEST}: {finding.reason}, and the cells in {root} were made by another "
+                               f"spec ({', '.join(recorded)}; this command's is {spec_id}): run the command that "
+                               f"made this run (same options, --run {root.name}), or use another --run name")
+    findings = [finding] if finding.status == DAMAGED else []
+    findings += [f for f in check_cells(root, spec_id, [c.id for c in spec.cells()]) if f.status in (DAMAGED, FOREIGN)]
     if not findings:
         return
     aside = _aside_dir(root)
@@ -255,8 +256,6 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
     """(the run's spec id, a finding for the manifest and each cell or stray file). Expected cells
     come from the manifest's spec; without a readable one, from the cell files present, checked
     against the spec id most of them record."""
-    from hbbench.spec import SweepSpec
-
     root = Path(run_dir)
     if not (root / "cells").is_dir():
         raise HBBenchError(f"{root} is not a run directory (no cells/ folder); give the directory "
@@ -286,8 +285,6 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
 def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[str, Finding]]:
     """For the report: {cell id: (what the cell measured, finding)} for each cell ``summary`` names
     whose files are not intact."""
-    import pandas as pd
-
     out = {}
     for row in summary.itertuples():
         finding = check_cell(root, row.cell_id, spec_id)

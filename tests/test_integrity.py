@@ -250,3 +250,18 @@ def test_verify_outside_a_run_directory_is_one_line_exit_2(tmp_path, make):
     make(tmp_path / "d")
     code, out, err = invoke("verify", tmp_path / "d")
     assert code == 2 and not out and len(err) == 1 and "is not a run directory" in err[0], err
+
+
+def test_sharded_cells_record_their_integrity_too(runs, tmp_path):
+    """Cells merged from shards carry the same record; a Parquet whose JSON never came while its
+    shards are still there is a merge a kill interrupted (the resume merges it again), not damage."""
+    from hbbench.integrity import MISSING, check_cell
+
+    code, _, err = invoke("sweep", *GRID, "--shard-size", "1", "--out", tmp_path, "--run", "sharded")
+    assert code == 0, err
+    code, out, _ = invoke("verify", tmp_path / "sharded")
+    assert code == 0, out
+    run = tmp_path / "sharded"
+    (run / "cells" / f"{runs['b']}.json").unlink()
+    (run / "cells" / f"{runs['b']}.shards").mkdir()
+    assert check_cell(run, runs["b"], None).status == MISSING
