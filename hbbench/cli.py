@@ -107,7 +107,7 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
 @click.option("--checks", default="default", show_default=True,
               help="Evaluation checks: none, default (cheap, from the run's records), full (adds attack runs: "
               "unbounded, not_converged, blackbox_beats_whitebox), or check names (hbbench list checks).")
-@click.option("--check-samples", type=int, default=20, show_default=True,
+@click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
@@ -179,6 +179,9 @@ def _run_sweep(spec, out, run_name, **executor_options):
             progress.advance(state["overall"])
         elif kind == "checks":
             state["checks"] = info["table"]
+        elif kind == "damaged":  # one line per damaged or foreign file found on resume
+            console.print(f"{info['path']}: {info['reason']}; {info['action']}", markup=False, highlight=False,
+                          soft_wrap=True)
 
     with progress:
         try:
@@ -195,10 +198,14 @@ def _run_sweep(spec, out, run_name, **executor_options):
 def _echo_checks(table) -> None:
     from hbbench.checks.run import failed, markdown
 
-    if table is None:
+    if table is None or table.empty:
         return
-    click.echo("\nEvaluation checks (docs/evaluation.md):\n")
-    click.echo(markdown(table))
+    counts = table.status.value_counts()
+    shown = table[table.status.isin(["fail", "warn"])]
+    click.echo(f"\nEvaluation checks (docs/evaluation.md): {counts.get('fail', 0)} failed, {counts.get('warn', 0)} "
+               f"warned, {counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run; all of them in checks.md")
+    if not shown.empty:
+        click.echo(markdown(shown))
     for (defense, threat), names in failed(table).items():
         click.echo(f"unverified: {defense} under {threat} — {', '.join(names)} failed")
 
@@ -207,7 +214,7 @@ def _echo_checks(table) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--checks", default="full", show_default=True,
               help="none, default, full, or check names (hbbench list checks).")
-@click.option("--check-samples", type=int, default=20, show_default=True,
+@click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
 @click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
@@ -291,7 +298,8 @@ def _show(key: str, value) -> str:
               "the attack on a few images).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for recomputing the example images.")
-def report(run_dir, out, no_examples, device):
+@click.option("--strict", is_flag=True, help="Exit 2 instead of leaving damaged cells out of the report.")
+def report(run_dir, out, no_examples, device, strict):
     """Write report.html (self-contained) and report.md (+ report_files/) into a run directory."""
     from pathlib import Path
 
@@ -306,7 +314,7 @@ def report(run_dir, out, no_examples, device):
         run_dir = found
     elif not Path(run_dir).is_dir():
         raise HBBenchError(f"no run directory at {run_dir}")
-    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device,
+    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device, strict=strict,
                                       on_progress=lambda m: click.echo(f"report: {m}", err=True))
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
@@ -337,6 +345,29 @@ def explain(image, data, model, out, eps, iters, params, device, seed):
     draw(image, dataset=data, model=model, out=out, eps=parse_budget(eps), attack_iters=iters,
          device=resolve_device(device), seed=seed, **defense_params)
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.pass_context
+def verify(ctx, run_dir):
+    """Check the manifest and every cell of a run directory: a table of ok / damaged / missing / foreign
+    files. Exit 0 when all is ok, 1 when anything is not, 2 when RUN_DIR is not a run directory."""
+    from collections import Counter
+
+    from hbbench.integrity import DAMAGED, FOREIGN, MISSING, OK, verify_run
+
+    spec_id, findings = verify_run(run_dir)
+    click.echo(f"{run_dir}: spec {spec_id or 'unknown'}")
+    width = max(len(f.path) for f in findings)
+    for f in findings:
+        click.echo(f"{f.status:8s} {f.path:{width}s}  {f.reason}".rstrip())
+    counts = Counter(f.status for f in findings)
+    click.echo(", ".join(f"{counts[s]} {s}" for s in (OK, DAMAGED, MISSING, FOREIGN) if counts[s]))
+    if set(counts) != {OK}:
+        click.echo("the same `hbbench sweep` command (with --run NAME) sets damaged and foreign files aside "
+                   "under damaged/ and recomputes what is missing", err=True)
+        ctx.exit(1)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pandas as pd
 
 from hbbench import plots as P
 from hbbench.errors import HBBenchError
+from hbbench.integrity import damaged_cells
 from hbbench.metrics import bootstrap_ci
 
 THREAT_ORDER = ("oblivious", "bpda", "adaptive")
@@ -65,6 +66,7 @@ class Run:
     defenses: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
     threats: list[str] = field(default_factory=list)
+    damaged: dict = field(default_factory=dict)  # cell id -> (what it measured, Finding): left out
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -77,7 +79,9 @@ def load_run(run_dir: str | Path) -> Run:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise HBBenchError(f"cannot read {manifest_path}: {exc}") from None
+        raise HBBenchError(f"{manifest_path} is damaged ({exc}); `hbbench verify {root}` shows the spec its "
+                           f"cells record; the sweep command that made the run, with --run {root.name}, writes it "
+                           "anew") from None
     if not summary_path.is_file():
         raise HBBenchError(f"run {root} has no summary.csv yet (no cell finished); run the sweep again to resume")
     try:
@@ -86,13 +90,17 @@ def load_run(run_dir: str | Path) -> Run:
         summary = pd.DataFrame()
     if summary.empty:
         raise HBBenchError(f"run {root} has no finished cells; run the sweep again to resume")
+    damaged = damaged_cells(root, manifest.get("spec_id"), summary)
+    summary = summary[~summary["cell_id"].isin(damaged)].reset_index(drop=True)
+    if summary.empty:
+        raise HBBenchError(f"run {root}: every cell's files are damaged; `hbbench verify {root}` names them")
     records = {}
     for cid in summary["cell_id"]:
         path = root / "cells" / f"{cid}.parquet"
         if not path.is_file():
             raise HBBenchError(f"run {root}: summary.csv names cell {cid} but {path} is missing")
         records[cid] = pd.read_parquet(path)
-    run = Run(root, manifest, summary, records)
+    run = Run(root, manifest, summary, records, damaged=damaged)
     spec = manifest.get("spec") or {}
     run.defenses = _spec_order(["none"] + list(spec.get("defenses") or []), summary["defense"])
     run.attacks = _spec_order(list(spec.get("attacks") or []), summary["attack"])
@@ -281,13 +289,20 @@ def signed(v) -> str:
 
 
 def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3, device: str = "cpu",
-                 on_progress=None) -> tuple[Path, Path]:
+                 on_progress=None, strict: bool = False) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` (+ ``report_files/``) into ``run_dir``; return their paths.
 
     ``examples=False`` skips the example panels (the only part that loads the model and reruns an
-    attack); they are also skipped, with the reason in the report, when that recomputation fails."""
+    attack); they are also skipped, with the reason in the report, when that recomputation fails.
+    Cells whose files are damaged are left out, one ``on_progress`` line each and a note in the
+    report; ``strict=True`` refuses to write a report then."""
     say = on_progress or (lambda msg: None)
     run = load_run(run_dir)
+    for label, finding in run.damaged.values():
+        say(f"{run.root / finding.path}: {finding.reason} ({label}); left out of this report")
+    if strict and run.damaged:
+        raise HBBenchError(f"{run.root}: {len(run.damaged)} cell(s) left out (damaged or another run's) and --strict "
+                           "is set: no report written; the sweep command that made the run recomputes them")
     files_dir = run.root / "report_files"
     if files_dir.is_dir():
         for old in files_dir.glob("*.png"):
@@ -300,6 +315,10 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
 
     say("tables")
     _header(doc, run, df, colors)
+    if run.damaged:
+        doc.para("Left out of this report because their files are damaged (the sweep command that made the run "
+                 "recomputes them): " + "; ".join(f"{label} — {f.path}: {f.reason}" for label, f in
+                                                   run.damaged.values()) + ".", cls="note")
     _verdicts(doc, run, df, costs)
     _main_tables(doc, run, df, costs)
     say("plots")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.errors import HBBenchError
+from hbbench.integrity import parquet_stamp, seal
 
 
 _UMASK = os.umask(0)
@@ -40,9 +41,10 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 class RunStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, spec_id: str | None = None):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.spec_id = spec_id  # recorded in every finished cell, so another run's cells are told apart
 
     def ensure_writable(self) -> None:
         """Fail before any work starts if the run directory can't be written."""
@@ -51,15 +53,16 @@ class RunStore:
             probe = tempfile.NamedTemporaryFile(dir=self.cells_dir, prefix=".probe.", delete=True)
             probe.close()
         except OSError as exc:
-            raise HBBenchError(f"cannot write to output directory {self.root}: {exc.strerror}") from None
+            raise HBBenchError(f"cannot write to output directory {self.cells_dir}: {exc.strerror}") from None
 
     def has_cell(self, cell_id: str) -> bool:
         """A cell counts as done only when both files exist (the JSON is written last)."""
         return (self.cells_dir / f"{cell_id}.json").is_file() and (self.cells_dir / f"{cell_id}.parquet").is_file()
 
     def write_cell(self, cell_id: str, records: pd.DataFrame, summary: dict) -> None:
-        atomic_write_bytes(self.cells_dir / f"{cell_id}.parquet", _parquet_bytes(records))
-        atomic_write_json(self.cells_dir / f"{cell_id}.json", summary)
+        parquet = self.cells_dir / f"{cell_id}.parquet"
+        atomic_write_bytes(parquet, _parquet_bytes(records, parquet_stamp(cell_id, self.spec_id)))
+        atomic_write_json(self.cells_dir / f"{cell_id}.json", seal(summary, parquet, self.spec_id))
 
     # A cell over a sharded dataset is stored shard by shard under cells/<id>.shards/, then merged.
     def _shard(self, cell_id: str, shard: int, suffix: str) -> Path:
@@ -74,7 +77,8 @@ class RunStore:
 
     def merge_shards(self, cell_id: str, n_shards: int, summarize) -> dict | None:
         """Once all shards of a cell are stored: stream them into cells/<id>.parquet, write the
-        summary ``summarize(records, metas)`` as cells/<id>.json, drop the shards."""
+        summary ``summarize(records, metas)`` with its integrity record as cells/<id>.json, drop the
+        shards."""
         import shutil
 
         import pyarrow.parquet as pq
@@ -87,7 +91,9 @@ class RunStore:
         try:
             for k in range(n_shards):
                 table = pq.read_table(self._shard(cell_id, k, "parquet"))
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema.with_metadata(
+                        {**(table.schema.metadata or {}), **parquet_stamp(cell_id, self.spec_id)}))
                 writer.write_table(table)
         finally:
             if writer is not None:
@@ -95,7 +101,7 @@ class RunStore:
         os.replace(tmp, final)
         metas = [json.loads(self._shard(cell_id, k, "json").read_text()) for k in range(n_shards)]
         summary = summarize(pd.read_parquet(final), metas)
-        atomic_write_json(self.cells_dir / f"{cell_id}.json", summary)
+        atomic_write_json(self.cells_dir / f"{cell_id}.json", seal(summary, final, self.spec_id))
         shutil.rmtree(self.cells_dir / f"{cell_id}.shards", ignore_errors=True)
         return summary
 
@@ -106,7 +112,9 @@ class RunStore:
         return pd.read_parquet(self.cells_dir / f"{cell_id}.parquet")
 
     def summaries(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))]
+        """The cells' summary rows, without their integrity records."""
+        rows = [json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))]
+        return [{k: v for k, v in row.items() if k != "integrity"} for row in rows]
 
     @property
     def manifest_path(self) -> Path:
@@ -119,12 +127,17 @@ class RunStore:
         atomic_write_json(self.manifest_path, manifest)
 
 
-def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import io
+def _parquet_bytes(df: pd.DataFrame, stamp: dict | None = None) -> bytes:
+    """``stamp``: key-value metadata added to the schema (a finished cell's names its cell and spec)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if stamp:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return buf.getvalue().to_pybytes()
 
 
 def newest_run(results: str | Path = "results") -> Path | None:

@@ -79,3 +79,8 @@ def added_cells(plan_: dict) -> list[Cell]:
             unique.setdefault(cell.id, cell)
     return list(unique.values())
 
+
+
+def run_cells(cells: list[Cell]) -> list[Cell]:
+    """Every cell a run directory may hold: the grid's and any the costly checks add."""
+    return cells + added_cells(plan(cells, ("unbounded", "not_converged", "blackbox_beats_whitebox")))

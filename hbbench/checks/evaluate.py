@@ -127,8 +127,8 @@ def not_monotone(ev: Evidence) -> list[dict]:
         done = sorted((c for c in cells if c.eps is not None and ev.done(c)), key=lambda c: c.eps)
         if len(done) < 2:
             continue
-        results = [_compare("not_monotone", big, f"eps {small.eps * 255:g}/255", ev.fooled(small),
-                            f"eps {big.eps * 255:g}/255", ev.fooled(big),
+        results = [_compare("not_monotone", big, f"{attack} at {small.eps * 255:g}/255", ev.fooled(small),
+                            f"{attack} at {big.eps * 255:g}/255", ev.fooled(big),
                             f"{attack} is stronger at the smaller budget (the larger one's optimisation failed)",
                             eps=big.eps)
                    for small, big in zip(done, done[1:])]
