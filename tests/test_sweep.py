@@ -22,9 +22,12 @@ def test_summary_has_contract_columns_for_every_cell(small_run):
     run_dir, spec, table = small_run
     csv = pd.read_csv(run_dir / "summary.csv")
     assert list(csv.columns[: len(COLUMNS)]) == COLUMNS
-    assert len(csv) == 2 * 2 * 2  # attacks x {none, jpeg} x {oblivious, bpda}
-    assert set(csv["defense"]) == {"none", "jpeg"} and set(csv["threat_model"]) == {"oblivious", "bpda"}
+    grid, worst = csv[csv.attack != "worst_case"], csv[csv.attack == "worst_case"]
+    assert len(grid) == 2 * 2 * 2  # attacks x {none, jpeg} x {oblivious, bpda}
+    assert set(grid["defense"]) == {"none", "jpeg"} and set(grid["threat_model"]) == {"oblivious", "bpda"}
     assert (csv["n"] == 3).all()
+    # then one worst-case row per defense x threat model at the one budget, over both attacks
+    assert sorted(zip(worst.defense, worst.threat_model)) == sorted(zip(grid.defense, grid.threat_model))[::2]
     assert (run_dir / "summary.md").read_text().startswith("| attack")
     tex = (run_dir / "summary.tex").read_text()
     assert tex.startswith("\\begin{tabular}") and tex.count("\\\\\n") == len(csv) + 1  # header + one row per cell
@@ -35,7 +38,7 @@ def test_summary_has_contract_columns_for_every_cell(small_run):
 
 def test_summary_numbers_follow_from_per_sample_records(small_run):
     run_dir, _, table = small_run
-    for row in table.itertuples():
+    for row in table[table.attack != "worst_case"].itertuples():
         rec = pd.read_parquet(run_dir / "cells" / f"{row.cell_id}.parquet")
         assert len(rec) == 3
         assert row.defended_adv_top1 == pytest.approx((rec.def_adv_pred == rec.label).mean())
@@ -46,6 +49,7 @@ def test_summary_numbers_follow_from_per_sample_records(small_run):
 
 def test_none_rows_agree_across_threat_models_and_attack_hurts(small_run):
     _, _, table = small_run
+    table = table[table.attack != "worst_case"]
     none = table[(table.defense == "none") & (table.attack == "pgd[max_iter=5]")]
     assert none.defended_adv_top1.nunique() == 1
     assert none.adv_top1.iloc[0] < none.clean_top1.iloc[0]
@@ -78,4 +82,4 @@ def test_same_seed_same_numbers(tmp_path, small_run):
     again = sweep(spec, out=tmp_path, run="again")
     cols = [c for c in table.columns if not c.endswith("_seconds")]
     pd.testing.assert_frame_equal(again[cols], table[cols])
-    assert np.isfinite(table.attack_seconds).all()
+    assert np.isfinite(table[table.attack != "worst_case"].attack_seconds).all()
