@@ -16,7 +16,8 @@ import pandas as pd
 from hbbench.aggregate import write_summary
 from hbbench.checks import auxiliary, resolve_checks, worst_case
 from hbbench.checks.evidence import Evidence
-from hbbench.checks.run import check_table, write_checks
+from hbbench.checks.run import check_table
+from hbbench.checks.table import write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset

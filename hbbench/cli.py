@@ -196,7 +196,7 @@ def _run_sweep(spec, out, run_name, **executor_options):
 
 
 def _echo_checks(table) -> None:
-    from hbbench.checks.run import failed, markdown
+    from hbbench.checks.table import failed, markdown
 
     if table is None or table.empty:
         return
@@ -271,7 +271,9 @@ def _registry(kind):
     elif kind == "executors":
         return EXECUTORS
     elif kind == "checks":
-        from hbbench.checks import CHECKS as reg
+        from hbbench.checks import CHECKS as reg, import_checks
+
+        import_checks()
     else:
         from hbbench.defenses import DEFENSES as reg
     return reg

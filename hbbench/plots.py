@@ -9,19 +9,15 @@ import io
 import numpy as np
 import pandas as pd
 
+from hbbench.defenses.threat import get_threat_model
+
 # Okabe & Ito (2008), colour-blind safe. Black is kept for the undefended baseline; yellow comes last
 # because it is faint on white.
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
 BASELINE = "#000000"
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-DEFENSE_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 RANK_BUCKETS = [(1, 1, "rank 1"), (2, 5, "rank 2–5"), (6, 10, "rank 6–10"), (11, 100, "rank 11–100"),
                 (101, None, "rank > 100")]
-THREAT_TITLES = {
-    "oblivious": "oblivious (attack ignores the defense)",
-    "bpda": "BPDA (attack through the defense, identity gradient)",
-    "adaptive": "adaptive (attack through the defense's own gradient)",
-}
 GOOD, BAD = "#009E73", "#D55E00"
 
 
@@ -53,10 +49,6 @@ def attack_markers(attacks: list[str]) -> dict[str, str]:
     return {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(attacks)}
 
 
-def threat_title(threat: str) -> str:
-    return THREAT_TITLES.get(threat, threat)
-
-
 def eps_label(eps) -> str:
     if eps is None or (isinstance(eps, float) and np.isnan(eps)):
         return "—"
@@ -86,7 +78,8 @@ def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[
     """Defended metric vs budget: one row of panels per attack with a budget, one column per threat
     model, one line per defense (95% bootstrap band). Budget 0 is the defended clean input.
 
-    ``df`` holds columns attack, eps, defense, threat_model, ``metric``, ``metric``_lo, ``metric``_hi.
+    ``df`` holds summary.csv's columns attack, eps, defense, threat_model, ``metric`` and its interval
+    ``metric``_ci_low, ``metric``_ci_high.
     ``clean_metric``: defense -> the metric on clean inputs (the curve's start at eps = 0)."""
     plt = _plt()
     nrow, ncol = len(attacks), len(threats)
@@ -102,12 +95,12 @@ def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[
                     continue
                 x = np.concatenate([[0.0], line.eps.to_numpy() * 255])
                 y = np.concatenate([[clean_metric.get(defense, np.nan)], line[metric].to_numpy()])
-                lo, hi = line[f"{metric}_lo"].to_numpy(), line[f"{metric}_hi"].to_numpy()
-                ax.plot(x, y, marker=DEFENSE_MARKERS[k % len(DEFENSE_MARKERS)], ms=5, lw=1.8, color=color,
+                lo, hi = line[f"{metric}_ci_low"].to_numpy(), line[f"{metric}_ci_high"].to_numpy()
+                ax.plot(x, y, marker=MARKERS[k % len(MARKERS)], ms=5, lw=1.8, color=color,
                         label=defense, ls="--" if defense == "none" else "-", zorder=3)
                 ax.fill_between(x[1:], lo, hi, color=color, alpha=0.10, lw=0, zorder=1)
                 ticks.update(np.round(x, 6))
-            ax.set_title(f"{attack} — {threat_title(threat)}", fontsize=9.5)
+            ax.set_title(f"{attack} — {get_threat_model(threat).title}", fontsize=9.5)
             ax.set_ylim(-0.03, 1.03)
             ax.set_xticks(sorted(ticks))
             ax.set_xticklabels([f"{t:g}" for t in sorted(ticks)])
@@ -165,7 +158,7 @@ def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, 
             front = pareto_front(xy)
             if len(front) > 1:
                 ax.plot(xy[front, 0], xy[front, 1], color="#555555", lw=1, ls="--", zorder=2)
-        ax.set_title(threat_title(threat), fontsize=9.5)
+        ax.set_title(get_threat_model(threat).title, fontsize=9.5)
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("clean top-1 with the defense (fraction)")
@@ -216,7 +209,7 @@ def rank_shift(rows: dict[str, list[tuple[str, np.ndarray]]], title: str):
         ax.set_yticklabels([lab for lab, _ in items], fontsize=8.5)
         ax.set_xlim(0, 1)
         ax.set_xlabel("fraction of images")
-        ax.set_title(threat_title(threat), fontsize=9.5)
+        ax.set_title(get_threat_model(threat).title, fontsize=9.5)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(RANK_BUCKETS), frameon=False,
                bbox_to_anchor=(0.5, 1.0), title=f"rank of the true class — {title}")

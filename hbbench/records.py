@@ -1,5 +1,5 @@
-"""Per-sample records of one cell and the summary row computed from them. The report recomputes
-intervals from the same records, so tables and plots always agree with summary.csv."""
+"""Per-sample records of one cell and the summary row computed from them. The report reads its
+values and intervals from that row (summary.csv) and only computes, from the records, what it lacks."""
 from __future__ import annotations
 
 import numpy as np

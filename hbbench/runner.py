@@ -61,6 +61,7 @@ class Context:
         self.dataset: Dataset = load_dataset(cell.dataset, n=cell.n, **dict(cell.dataset_params))
         check_compatible(cell, model, self.dataset)
         self.classifier = make_classifier(model, device=device)
+        self.device = device
         self.batch_size = batch_size
         self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.probes: dict[tuple, object] = {}  # probe results by what they depend on, for later units
@@ -141,6 +142,41 @@ def apply_defense(defense, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([defense(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]).astype(np.float32)
 
 
+def make_cell_defense(cell: Cell, classifier):
+    """The cell's defense for ``classifier`` (None for ``none``)."""
+    return make_defense(cell.defense_name, classifier, **dict(cell.defense_params))
+
+
+def attacked_classifier(cell: Cell, ctx: Context):
+    """The classifier ``cell``'s attack sees: the undefended one, or one carrying the defense as the
+    cell's threat model says, its gradients averaged over the threat model's EoT draws."""
+    target_defense = make_cell_defense(cell, ctx.classifier) if cell.attacks_defense else None
+    attacker_pre, _ = attack_defenses(target_defense, cell.threat_model, resolve_device(ctx.device))
+    eot = get_threat_model(cell.threat_model).eot
+    return with_defenses(ctx.classifier, attacker_pre, eot_draws=eot) if attacker_pre else ctx.classifier
+
+
+def craft(cell: Cell, ctx: Context, x: np.ndarray, y: np.ndarray, shard: int, attacked=None) -> np.ndarray:
+    """The adversarial examples of ``cell``'s attack run for images ``x`` (labels ``y``) of shard
+    ``shard`` against ``attacked`` (default: ``attacked_classifier(cell, ctx)``); the parameters and
+    seed are the run's, so the same shard gives the same examples in any process (the runner's units
+    and the report's example panels both craft here)."""
+    attacked = attacked or attacked_classifier(cell, ctx)
+    params = dict(cell.attack_params)
+    if cell.eps is not None:
+        params["eps"] = cell.eps
+    params.setdefault("batch_size", ctx.batch_size)
+    seed_everything(cell.seed, cell.attack_key, shard)
+    return make_attack(cell.attack_name, attacked, **params).generate(x, y=y).astype(np.float32)
+
+
+def defend(cell: Cell, defense, shard: int, batch_size: int, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Each of ``inputs`` through the cell's ``defense``, seeded by cell and shard as the run does. A
+    random defense draws its noise in turn, so pass what the run passed: clean, then adversarial."""
+    seed_everything(cell.seed, cell.id, "defense", shard)
+    return [apply_defense(defense, x, batch_size) for x in inputs]
+
+
 def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_workers: int = 0,
              on_event: Event = _quiet) -> list[ShardResult]:
     """Attack one shard once for the unit's cells, evaluate each cell's defense, return records."""
@@ -153,43 +189,30 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
     ids = ds.ids[unit.start:unit.stop]
     clean_probs = ctx.clean_probs(unit.start, unit.stop, x)
 
-    # The attacked classifier: undefended, or carrying the defense as the threat model dictates.
-    target_defense = None if first.attack_target == ("undefended",) else \
-        make_defense(first.defense_name, base, **dict(first.defense_params))
-    attacker_pre, _ = attack_defenses(target_defense, first.threat_model, device_type)
-    eot = get_threat_model(first.threat_model).eot
-    attacked = with_defenses(base, attacker_pre, eot_draws=eot) if attacker_pre else base
-    # Probes run before the seeds below are set, so they leave every result as it was without them.
+    attacked = attacked_classifier(first, ctx)
+    # Probes run before craft and defend set their seeds, so every result is as it would be without them.
     key = ("zero gradient", first.attack_target, unit.start, unit.stop)
     if key not in ctx.probes:
         ctx.probes[key] = probes.zero_gradient_share(attacked, x, y, batch_size)
     zero_share = ctx.probes[key]
 
-    params = dict(first.attack_params)
-    if first.eps is not None:
-        params["eps"] = first.eps
-    params.setdefault("batch_size", batch_size)
     on_event("attack", cell=first, unit=unit)
-    seed_everything(first.seed, first.attack_key, unit.shard)
-    attack = make_attack(first.attack_name, attacked, **params)
     t0 = time.perf_counter()
-    x_adv = attack.generate(x, y=y).astype(np.float32)
+    x_adv = craft(first, ctx, x, y, unit.shard, attacked)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
 
     results = []
     for cell in unit.cells:
         on_event("defense", cell=cell, unit=unit)
-        defense = make_defense(cell.defense_name, base, **dict(cell.defense_params))
+        defense = make_cell_defense(cell, base)
         _, gradient = attack_defenses(defense, cell.threat_model, device_type)
         key = ("randomized", cell.defense_name, cell.defense_params)
         if key not in ctx.probes:
             ctx.probes[key] = probes.is_randomized(defense, x, batch_size, apply_defense, seed_everything)
         found = {"defense_randomized": ctx.probes[key], "gradient_zero_share": zero_share}
-        seed_everything(cell.seed, cell.id, "defense", unit.shard)
         t0 = time.perf_counter()
-        x_def_clean = apply_defense(defense, x, batch_size)
-        x_def_adv = apply_defense(defense, x_adv, batch_size)
+        x_def_clean, x_def_adv = defend(cell, defense, unit.shard, batch_size, x, x_adv)
         defense_seconds = time.perf_counter() - t0
         probs = {"clean": clean_probs, "adv": adv_probs,
                  "def_clean": clean_probs if defense is None else ctx.predict(x_def_clean),

@@ -9,7 +9,8 @@ import pytest
 
 from hbbench.checks import auxiliary, resolve_checks
 from hbbench.checks.evidence import Evidence
-from hbbench.checks.run import check_table, failed
+from hbbench.checks.run import check_table
+from hbbench.checks.table import failed
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.checks.worst_case import rows as worst_case_rows
 from hbbench.errors import HBBenchError

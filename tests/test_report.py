@@ -2,8 +2,10 @@
 summary.csv, user strings are escaped, and the page renders in headless Chromium without console errors."""
 import base64
 import json
+import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -103,8 +105,8 @@ def test_main_table_equals_summary_csv(run_dir, report):
     for c in cells:
         row = summary.loc[c["attrs"]["data-cell-id"]]
         assert c["attrs"]["data-threat"] == row.threat_model and c["attrs"]["data-defense"] == row.defense
-        assert float(c["attrs"]["data-top1"]) == pytest.approx(row.defended_adv_top1, abs=1e-12)
-        assert float(c["attrs"]["data-ndcg"]) == pytest.approx(row.ndcg, abs=1e-12)
+        assert float(c["attrs"]["data-top1"]) == row.defended_adv_top1  # read from summary.csv, not recomputed
+        assert float(c["attrs"]["data-ndcg"]) == row.ndcg
         text = c["text"]
         assert f"top-1 {row.defended_adv_top1:.3f}" in text
         assert f"[{row.defended_adv_top1_ci_low:.2f}, {row.defended_adv_top1_ci_high:.2f}]" in text
@@ -115,14 +117,33 @@ def test_main_table_equals_summary_csv(run_dir, report):
 def test_clean_cost_and_verdicts_come_from_the_numbers(run_dir, report):
     summary = pd.read_csv(run_dir / "summary.csv")
     page = parse(report[0])
-    cost = {t[1]["data-defense"]: float(t[1]["data-defended-clean-top1"]) for t in page.tags
-            if t[0] == "td" and "data-defended-clean-top1" in t[1]}
-    for d, v in cost.items():
-        assert v == pytest.approx(summary[summary.defense == d].defended_clean_top1.iloc[0])
+    tds = [a for tag, a in page.tags if tag == "td"]
+    clean = [float(a["data-clean-top1"]) for a in tds if "data-clean-top1" in a]
+    defended = {a["data-defense"]: float(a["data-defended-clean-top1"]) for a in tds if "data-defended-clean-top1" in a}
+    ndcg = [float(a["data-defended-clean-ndcg"]) for a in tds if "data-defended-clean-ndcg" in a]
+    assert list(defended) == ["none", "jpeg"] and len(clean) == len(ndcg) == 2
+    for d, clean_top1, defended_top1, defended_ndcg in zip(defended, clean, defended.values(), ndcg):
+        row = summary[summary.defense == d].iloc[0]
+        assert (clean_top1, defended_top1, defended_ndcg) == \
+            (row.clean_top1, row.defended_clean_top1, row.defended_clean_ndcg)
     text = " ".join(page.text)
     assert "Threat model: oblivious" in text and "Threat model: bpda" in text
     jpeg_obl = summary[(summary.defense == "jpeg") & (summary.threat_model == "oblivious")].defended_adv_top1.mean()
     assert f"jpeg: adversarial top-1 {jpeg_obl:.2f} on average" in text
+
+
+def test_examples_reproduce_the_runs_adversarial_predictions(report):
+    """The run is one small shard: the examples craft it again with the run's seed, so every shown
+    adversarial top-1 equals the run's record."""
+    text = " ".join(parse(report[0]).text)
+    agree, shown = map(int, re.search(r"matches the run's records for (\d+) of (\d+) images", text).groups())
+    assert agree == shown == 3
+
+
+def test_report_imports_no_attack_code():
+    code = "import hbbench.report, sys; print([m for m in sys.modules if m.startswith('hbbench.attacks')])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_user_strings_are_escaped(run_dir, tmp_path):

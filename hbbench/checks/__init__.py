@@ -16,8 +16,15 @@ STATUSES = ("fail", "warn", "pass", "not run")
 LEVELS = ("none", "default", "full")
 
 
+def import_checks() -> None:
+    """Register the checks. Not at import time: the report reads checks.csv through this package
+    and must not import the attack code the checks use."""
+    from hbbench.checks import evaluate  # noqa: F401
+
+
 def resolve_checks(text: str | None) -> tuple[str, ...]:
     """'none' | 'default' (the cheap checks) | 'full' (all) | a comma list of check names."""
+    import_checks()
     text = "default" if text is None else str(text).strip()
     if text == "none":
         return ()
@@ -29,6 +36,3 @@ def resolve_checks(text: str | None) -> tuple[str, ...]:
             raise HBBenchError(f"unknown check '{name}'; valid choices: {', '.join(LEVELS)} or check names "
                                f"{', '.join(CHECKS.names())}")
     return tuple(dict.fromkeys(names))
-
-
-from hbbench.checks import evaluate  # noqa: E402,F401  (registers the checks into CHECKS)

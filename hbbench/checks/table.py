@@ -1,0 +1,43 @@
+"""The checks table: checks.csv / checks.md beside summary.csv, and what failed (read by the CLI and
+the report without importing any attack code)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from hbbench.checks import STATUSES
+from hbbench.store import atomic_write_text
+
+COLUMNS = ["check", "defense", "threat_model", "eps", "status", "reason", "numbers"]
+
+
+def failed(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """(defense, threat model) -> the checks that failed for it: its numbers are unverified."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in table[table.status == "fail"].itertuples():
+        names = out.setdefault((r.defense, r.threat_model), [])
+        if r.check not in names:
+            names.append(r.check)
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The checks table as Markdown, failures first."""
+    if table.empty:
+        return "no checks ran\n"
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    view = table.sort_values("status", key=lambda s: s.map(rank), kind="stable").copy()
+    view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in view.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_checks(root, table: pd.DataFrame) -> None:
+    atomic_write_text(root / "checks.csv", table.to_csv(index=False))
+    atomic_write_text(root / "checks.md", markdown(table))
+
+
+def read_checks(root) -> pd.DataFrame | None:
+    """checks.csv of a run directory, or None where no checks ran."""
+    path = root / "checks.csv"
+    return pd.read_csv(path) if path.is_file() else None

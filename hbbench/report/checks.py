@@ -1,0 +1,48 @@
+"""The report's headline: worst-case robustness per defense x threat model x eps (summary.csv's
+worst-case rows), whether the checks verify it, and the checks that did not pass (checks.csv)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from hbbench import plots as P
+from hbbench.report.data import Run
+from hbbench.report.document import Doc, ci, f3, number
+
+
+def verification(run: Run, defense: str, threat: str) -> str:
+    if run.checks is None:
+        return "checks not run"
+    if defense == "none":
+        return "baseline"
+    names = run.failed_checks(defense, threat)
+    return "unverified: " + ", ".join(names) + " failed" if names else "checks pass"
+
+
+def worst_case_and_checks(doc: Doc, run: Run):
+    doc.heading(2, "Worst case and evaluation checks", "checks")
+    if run.worst_case.empty:
+        doc.para("No worst-case rows: they need at least two attacks with the same budget.")
+    else:
+        doc.para("Worst-case robustness: the share of images that survive every attack of the run at that budget "
+                 "(an attacker who knows the defense may also ignore it, so bpda's worst case counts the oblivious "
+                 "attacks too). 'unverified' means an evaluation check failed for that defense and threat model "
+                 "(docs/evaluation.md): the attack behind the number may have been too weak.")
+        rows = []
+        for r in run.worst_case.itertuples():
+            rows.append([r.defense, r.threat_model, P.eps_label(r.eps),
+                         number(f"{f3(r.defended_adv_top1)} {ci(r.defended_adv_top1_ci_low, r.defended_adv_top1_ci_high)}",
+                                {"data-defense": r.defense, "data-threat": r.threat_model}),
+                         str(r.attack_gradient).removeprefix("worst of: "), verification(run, r.defense, r.threat_model)])
+        doc.table(["defense", "threat model", "ε", "worst-case top-1 [95% CI]", "attacks", "verdict"], rows,
+                  table_id="worst-case")
+    if run.checks is None:
+        doc.para("No evaluation checks ran for this run (`hbbench check RUN_DIR` runs them).")
+        return
+    counts = run.checks.status.value_counts()
+    doc.para(f"Evaluation checks: {counts.get('fail', 0)} failed, {counts.get('warn', 0)} warned, "
+             f"{counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run (all in checks.csv).")
+    shown = run.checks[run.checks.status.isin(["fail", "warn"])]
+    if not shown.empty:
+        doc.table(["check", "defense", "threat model", "ε", "status", "reason", "numbers"],
+                  [[r.check, r.defense, r.threat_model, "—" if pd.isna(r.eps) else P.eps_label(r.eps), r.status,
+                    r.reason, r.numbers] for r in shown.itertuples()], table_id="checks")

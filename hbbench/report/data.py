@@ -1,0 +1,147 @@
+"""A run directory as the report reads it (manifest, summary.csv, per-sample records), the order
+its defenses, attacks and threat models are shown in, and selections of summary rows."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hbbench import plots as P
+from hbbench.checks.table import failed, read_checks
+from hbbench.checks.worst_case import WORST_CASE
+from hbbench.defenses.threat import get_threat_model, threat_order
+from hbbench.errors import HBBenchError
+from hbbench.integrity import damaged_cells
+from hbbench.spec import parse_item
+
+
+@dataclass
+class Run:
+    root: Path
+    manifest: dict
+    summary: pd.DataFrame  # summary.csv: one row per finished cell, every number the tables show
+    records: dict[str, pd.DataFrame]  # cell id -> per-sample records (cells/<id>.parquet)
+    worst_case: pd.DataFrame = field(default_factory=pd.DataFrame)  # summary.csv's worst-case rows
+    checks: pd.DataFrame | None = None  # checks.csv, None where no checks ran
+    damaged: dict = field(default_factory=dict)  # cell id -> (what it measured, Finding): left out
+    defenses: list[str] = field(default_factory=list)
+    attacks: list[str] = field(default_factory=list)
+    threat_models: list[str] = field(default_factory=list)
+
+    def failed_checks(self, defense: str, threat: str) -> list[str]:
+        """The checks that failed for a defense under a threat model: its numbers are unverified."""
+        return [] if self.checks is None else failed(self.checks).get((defense, threat), [])
+
+    @property
+    def spec(self) -> dict:
+        return self.manifest.get("spec") or {}
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.model.iloc[0])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary.dataset.iloc[0])
+
+
+def load_run(run_dir: str | Path) -> Run:
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise HBBenchError(f"no run directory at {root}")
+    manifest_path, summary_path = root / "manifest.json", root / "summary.csv"
+    if not manifest_path.is_file():
+        raise HBBenchError(f"{root} is not a run directory (no manifest.json); run `hbbench sweep` first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HBBenchError(f"{manifest_path} is damaged ({exc}); `hbbench verify {root}` shows the spec its "
+                           f"cells record; the sweep command that made the run, with --run {root.name}, writes it "
+                           "anew") from None
+    if not summary_path.is_file():
+        raise HBBenchError(f"run {root} has no summary.csv yet (no cell finished); run the sweep again to resume")
+    try:
+        summary = pd.read_csv(summary_path)
+    except pd.errors.EmptyDataError:
+        summary = pd.DataFrame()
+    if summary.empty:
+        raise HBBenchError(f"run {root} has no finished cells; run the sweep again to resume")
+    worst = summary[summary.attack == WORST_CASE].reset_index(drop=True)
+    summary = summary[summary.attack != WORST_CASE].reset_index(drop=True)
+    damaged = damaged_cells(root, manifest.get("spec_id"), summary)
+    summary = summary[~summary["cell_id"].isin(damaged)].reset_index(drop=True)
+    if summary.empty:
+        raise HBBenchError(f"run {root}: every cell's files are damaged; `hbbench verify {root}` names them")
+    records = {cid: pd.read_parquet(root / "cells" / f"{cid}.parquet") for cid in summary["cell_id"]}
+    run = Run(root, manifest, summary, records, worst, read_checks(root), damaged)
+    run.defenses = _spec_order(["none"] + list(run.spec.get("defenses") or []), summary["defense"])
+    run.attacks = _spec_order(list(run.spec.get("attacks") or []), summary["attack"])
+    run.threat_models = threat_order(summary["threat_model"])
+    return run
+
+
+def _spec_order(preferred: list, present) -> list[str]:
+    """The labels in ``present``, in the spec's (grid) order first, so colours follow the grid."""
+    present = ordered(present)
+    return [p for p in dict.fromkeys(map(str, preferred)) if p in present] + \
+        [p for p in present if p not in set(map(str, preferred))]
+
+
+def ordered(values) -> list[str]:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values))
+
+
+def setting_label(attack: str, eps) -> str:
+    """'pgd ε=4/255', or the attack alone when it takes no budget."""
+    return attack if pd.isna(eps) else f"{attack} ε={P.eps_label(eps)}"
+
+
+def attacks_defense(defense: str, threat: str) -> bool:
+    """Whether the cells of defense label ``defense`` under ``threat`` are attacked through the defense
+    (else their adversarial examples are the undefended model's, shared by every defense)."""
+    return get_threat_model(threat).attacks_defense(parse_item(defense)[0])
+
+
+def _same_eps(a, b) -> bool:
+    return (pd.isna(a) and pd.isna(b)) or (not pd.isna(a) and not pd.isna(b) and abs(a - b) < 1e-12)
+
+
+def budget_rows(df: pd.DataFrame, attacks: list[str] | None = None) -> list[tuple[str, float]]:
+    """(attack, eps) pairs in ``attacks`` order (default: first appearance), budgets ascending."""
+    rows = []
+    for a in attacks or ordered(df["attack"]):
+        eps = df.loc[df.attack == a, "eps"]
+        for e in sorted(set(eps.dropna())) + ([np.nan] if eps.isna().any() else []):
+            rows.append((a, e))
+    return rows
+
+
+def pick(df: pd.DataFrame, attack, eps, defense=None, threat=None) -> pd.DataFrame:
+    """The rows of one attack setting, optionally of one defense and one threat model."""
+    m = (df.attack == attack) & df.eps.apply(lambda v: _same_eps(v, eps))
+    if defense is not None:
+        m &= df.defense == defense
+    if threat is not None:
+        m &= df.threat_model == threat
+    return df[m]
+
+
+def largest_budget(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each attack at its largest budget (all of them for an attack without one)."""
+    keep = []
+    for a in ordered(df.attack):
+        sub = df[df.attack == a]
+        keep.append(sub if sub.eps.isna().all() else sub[sub.eps == sub.eps.max()])
+    return pd.concat(keep)
+
+
+def focus(df: pd.DataFrame) -> tuple[str, float]:
+    """The attack setting the rank-shift view and the examples show: the strongest against the undefended
+    model (lowest adversarial top-1), larger budget first on ties."""
+    base = df[(df.defense == "none")] if (df.defense == "none").any() else df
+    base = base.assign(_e=base.eps.fillna(-1)).sort_values(["adv_top1", "_e"], ascending=[True, False], kind="stable")
+    return base.attack.iloc[0], base.eps.iloc[0]
