@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 
 import click
 from click.core import ParameterSource
@@ -167,6 +168,7 @@ def _run_sweep(spec, out, run_name, **executor_options):
             console.print(f"run directory: {info['run_dir']}  ({info['done']} of {info['total']} cells already done)")
             state["overall"] = progress.add_task("cells x shards", total=info["total"], completed=info["done"])
             state["current"] = progress.add_task("loading model and data", total=None)
+            state.update(total=info["total"], done=info["done"], resumed=info["done"], t0=time.monotonic())
         elif kind == "attack":
             eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
             target = f"{cell.defense} ({cell.threat_model})" if cell.attacks_defense else "undefended model"
@@ -177,6 +179,9 @@ def _run_sweep(spec, out, run_name, **executor_options):
             progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
         elif kind == "shard_done":
             progress.advance(state["overall"])
+            state["done"] += 1
+            if not console.is_terminal:  # logs, CI, nohup: one flushed line per cell instead of a bar
+                click.echo(_progress_line(cell, state), err=True)
         elif kind == "checks":
             state["checks"] = info["table"]
         elif kind == "damaged":  # one line per damaged or foreign file found on resume
@@ -193,6 +198,20 @@ def _run_sweep(spec, out, run_name, **executor_options):
     click.echo(markdown(table))
     _echo_checks(state.get("checks"))
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
+
+
+def _progress_line(cell, state) -> str:
+    elapsed = time.monotonic() - state["t0"]
+    new, left = state["done"] - state["resumed"], state["total"] - state["done"]
+    eta = f", about {_duration(elapsed / new * left)} left" if left else ""
+    eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
+    return (f"[{state['done']}/{state['total']}] {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) done; "
+            f"{_duration(elapsed)} elapsed{eta}")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def _echo_checks(table) -> None:

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from hbbench.checks.auxiliary import run_cells
-from hbbench.checks.worst_case import WORST_CASE
 from hbbench.errors import HBBenchError
 from hbbench.spec import SweepSpec
 
@@ -289,6 +287,8 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
 
 def _expected(spec) -> tuple[list[str], list[str]]:
     """(the grid's cell ids, the ids of cells the costly checks may have added)."""
+    from hbbench.checks.auxiliary import run_cells  # attack metadata: not needed by the report's import
+
     grid = spec.cells()
     return [c.id for c in grid], [c.id for c in run_cells(grid)[len(grid):]]
 
@@ -298,8 +298,6 @@ def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[s
     whose files are not intact."""
     out = {}
     for row in summary.itertuples():
-        if row.attack == WORST_CASE:  # computed from the cells' records, not a cell of its own
-            continue
         finding = check_cell(root, row.cell_id, spec_id)
         if finding.status != OK:
             eps = "" if pd.isna(row.eps) else f" eps {row.eps * 255:g}/255"

@@ -100,7 +100,12 @@ def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
     runner = cli_runner()
     args = ["sweep", "--attacks", "fgsm", "--defense", "jpeg", "--threat", "bpda", "--n", "2", "--checks", "none",
             "--out", str(tmp_path), "--run", "r"]
-    assert runner.invoke(main, args).exit_code == 0
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0
+    # no terminal: one progress line per finished cell, the last without an estimate
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and lines[0].startswith("[1/2] fgsm eps=4/255 x ") and "left" in lines[0]
+    assert lines[1].startswith("[2/2] ") and "elapsed" in lines[1] and "left" not in lines[1]
     run = tmp_path / "r"
     before = {p.name: p.stat().st_mtime_ns for p in (run / "cells").iterdir()}
     result = runner.invoke(main, ["check", str(run), "--checks", "unbounded", "--check-samples", "2"])

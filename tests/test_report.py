@@ -98,7 +98,8 @@ def test_html_parses_and_every_image_is_an_embedded_png(report):
 
 
 def test_main_table_equals_summary_csv(run_dir, report):
-    summary = pd.read_csv(run_dir / "summary.csv").set_index("cell_id")
+    summary = pd.read_csv(run_dir / "summary.csv")
+    summary = summary[summary.attack != "worst_case"].set_index("cell_id")
     cells = parse(report[0]).cells
     shown = {c["attrs"]["data-cell-id"] for c in cells}
     assert shown == set(summary.index)  # every cell once, under its threat model's table
@@ -114,8 +115,21 @@ def test_main_table_equals_summary_csv(run_dir, report):
         assert f"[{row.ndcg_ci_low:.2f}, {row.ndcg_ci_high:.2f}]" in text
 
 
+def test_worst_case_table_equals_summary_csv_and_names_the_checks(run_dir, report):
+    summary = pd.read_csv(run_dir / "summary.csv")
+    worst = summary[summary.attack == "worst_case"]
+    assert len(worst) == 2 * 2 * 2  # {none, jpeg} x {oblivious, bpda} x two budgets
+    page = parse(report[0])
+    shown = sorted((a["data-defense"], a["data-threat"], float(a["data-worst-top1"]))
+                   for tag, a in page.tags if tag == "td" and "data-worst-top1" in a)
+    assert shown == sorted(zip(worst.defense, worst.threat_model, worst.defended_adv_top1))
+    text = " ".join(page.text)
+    assert "Evaluation checks:" in text and ("checks pass" in text or "unverified:" in text)
+
+
 def test_clean_cost_and_verdicts_come_from_the_numbers(run_dir, report):
     summary = pd.read_csv(run_dir / "summary.csv")
+    summary = summary[summary.attack != "worst_case"]
     page = parse(report[0])
     tds = [a for tag, a in page.tags if tag == "td"]
     clean = [float(a["data-clean-top1"]) for a in tds if "data-clean-top1" in a]

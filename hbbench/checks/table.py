@@ -8,6 +8,7 @@ from hbbench.checks import STATUSES
 from hbbench.store import atomic_write_text
 
 COLUMNS = ["check", "defense", "threat_model", "eps", "status", "reason", "numbers"]
+WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows (hbbench.checks.worst_case)
 
 
 def failed(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:

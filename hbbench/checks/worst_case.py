@@ -12,9 +12,9 @@ import numpy as np
 from hbbench import metrics as M
 from hbbench.attacks import attack_norm
 from hbbench.checks.evidence import Evidence
+from hbbench.checks.table import WORST_CASE
 from hbbench.defenses.threat import THREAT_MODELS, get_threat_model
 
-WORST_CASE = "worst_case"
 
 
 def _knows(threat: str) -> int:

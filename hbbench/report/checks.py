@@ -31,7 +31,8 @@ def worst_case_and_checks(doc: Doc, run: Run):
         for r in run.worst_case.itertuples():
             rows.append([r.defense, r.threat_model, P.eps_label(r.eps),
                          number(f"{f3(r.defended_adv_top1)} {ci(r.defended_adv_top1_ci_low, r.defended_adv_top1_ci_high)}",
-                                {"data-defense": r.defense, "data-threat": r.threat_model}),
+                                {"data-defense": r.defense, "data-threat": r.threat_model,
+                                 "data-worst-top1": repr(float(r.defended_adv_top1))}),
                          str(r.attack_gradient).removeprefix("worst of: "), verification(run, r.defense, r.threat_model)])
         doc.table(["defense", "threat model", "ε", "worst-case top-1 [95% CI]", "attacks", "verdict"], rows,
                   table_id="worst-case")

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hbbench import plots as P
-from hbbench.checks.table import failed, read_checks
-from hbbench.checks.worst_case import WORST_CASE
+from hbbench.checks.table import WORST_CASE, failed, read_checks
 from hbbench.defenses.threat import get_threat_model, threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
