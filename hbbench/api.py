@@ -81,7 +81,9 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
             store.merge_shards(cell.id, n_shards, _summarizer(cell))
         n_checked = min(check_samples, n_samples)
         done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
-        units = plan_units(cells, n_samples, spec.shard_size, done) + plan_units(extra, n_checked, None, done)
+        cache = str(store.root / "defended_clean")  # deterministic defenses' clean predictions, per shard
+        units = plan_units(cells, n_samples, spec.shard_size, done, cache) + \
+            plan_units(extra, n_checked, None, done, cache)
         total = len(cells) * n_shards + len(extra)
         on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
         status = "interrupted"
@@ -192,7 +194,7 @@ def _check_constructible(cells, classifier) -> None:
 def _remove_temporaries(store: RunStore) -> None:
     """Temporary files of atomic writes that a killed run never renamed: never read as results
     (a cell counts only as <id>.parquet + <id>.json), removed once we hold the run's lock."""
-    for pattern in (".*.tmp", "cells/.*.tmp", "cells/*.shards/.*.tmp"):
+    for pattern in (".*.tmp", "cells/.*.tmp", "cells/*.shards/.*.tmp", "defended_clean/.*.tmp"):
         for path in store.root.glob(pattern):
             path.unlink(missing_ok=True)
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import click
 from click.core import ParameterSource
 
 from hbbench.errors import HBBenchError
 from hbbench.executors import EXECUTORS
+from hbbench.progress import run_with_progress
 
 EXIT_USAGE = 2
 
@@ -130,7 +130,7 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
         raise HBBenchError("--address is for --executor ray")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        _run_sweep(spec, out, run_name, executor=executor, workers=workers, address=address,
+        run_with_progress(spec, out, run_name, executor=executor, workers=workers, address=address,
                    loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -147,86 +147,6 @@ def _accepted(kind: str, name: str, **options) -> dict:
         if key not in entry.params and not (key == "download" and kind == "dataset"):
             raise HBBenchError(f"{kind} '{name}' takes no --{key.replace('_', '-')}")
     return {k: v for k, v in given.items() if k in entry.params}
-
-
-def _run_sweep(spec, out, run_name, **executor_options):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from hbbench.aggregate import markdown
-    from hbbench.api import sweep as run_sweep
-
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-    state = {}
-
-    def on_event(kind, cell=None, **info):
-        if kind == "start":
-            state["run_dir"] = info["run_dir"]
-            console.print(f"run directory: {info['run_dir']}  ({info['done']} of {info['total']} cells already done)")
-            state["overall"] = progress.add_task("cells x shards", total=info["total"], completed=info["done"])
-            state["current"] = progress.add_task("loading model and data", total=None)
-            state.update(total=info["total"], done=info["done"], resumed=info["done"], t0=time.monotonic())
-        elif kind == "attack":
-            eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
-            target = f"{cell.defense} ({cell.threat_model})" if cell.attacks_defense else "undefended model"
-            unit = info["unit"]
-            progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}, "
-                                                          f"samples {unit.start}-{unit.stop - 1}")
-        elif kind == "defense":
-            progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
-        elif kind == "shard_done":
-            progress.advance(state["overall"])
-            state["done"] += 1
-            if not console.is_terminal:  # logs, CI, nohup: one flushed line per cell instead of a bar
-                click.echo(_progress_line(cell, state), err=True)
-        elif kind == "checks":
-            state["checks"] = info["table"]
-        elif kind == "damaged":  # one line per damaged or foreign file found on resume
-            console.print(f"{info['path']}: {info['reason']}; {info['action']}", markup=False, highlight=False,
-                          soft_wrap=True)
-
-    with progress:
-        try:
-            table = run_sweep(spec, out=out, run=run_name, on_event=on_event, **executor_options)
-        except KeyboardInterrupt as exc:
-            exc.run_dir = state.get("run_dir")  # named in the "run the same command again" line
-            raise
-        progress.update(state["current"], visible=False)
-    click.echo(markdown(table))
-    _echo_checks(state.get("checks"))
-    console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
-
-
-def _progress_line(cell, state) -> str:
-    elapsed = time.monotonic() - state["t0"]
-    new, left = state["done"] - state["resumed"], state["total"] - state["done"]
-    eta = f", about {_duration(elapsed / new * left)} left" if left else ""
-    eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
-    return (f"[{state['done']}/{state['total']}] {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) done; "
-            f"{_duration(elapsed)} elapsed{eta}")
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def _echo_checks(table) -> None:
-    from hbbench.checks.table import failed, markdown
-
-    if table is None or table.empty:
-        return
-    counts = table.status.value_counts()
-    shown = table[table.status.isin(["fail", "warn"])]
-    click.echo(f"\nEvaluation checks (docs/evaluation.md): {counts.get('fail', 0)} failed, {counts.get('warn', 0)} "
-               f"warned, {counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run; all of them in checks.md")
-    if not shown.empty:
-        click.echo(markdown(shown))
-    for (defense, threat), names in failed(table).items():
-        click.echo(f"unverified: {defense} under {threat} — {', '.join(names)} failed")
 
 
 @main.command()
@@ -256,7 +176,7 @@ def check(run_dir, checks, check_samples, executor, workers, address):
     spec = SweepSpec.from_dict(dict(manifest["spec"]), source=f"{root}/manifest.json")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        _run_sweep(spec, str(root.parent), root.name, executor=executor, workers=workers, address=address,
+        run_with_progress(spec, str(root.parent), root.name, executor=executor, workers=workers, address=address,
                    checks=checks, check_samples=check_samples, require_finished=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -273,11 +193,13 @@ def list_cmd(kind):
         for t in THREAT_MODELS.values():
             click.echo(f"{t.name:20s} {t.description}")
         return
-    for entry in _registry(kind).entries():
-        click.echo(f"{entry.display_name:20s} {entry.description}")
+    entries = _registry(kind).entries()
+    width = max([20] + [len(e.display_name) + 1 for e in entries])
+    for entry in entries:
+        click.echo(f"{entry.display_name:{width}s} {entry.description}")
         params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.params.items())
         if params:
-            click.echo(f"{'':20s}   params: {params}")
+            click.echo(f"{'':{width}s}   params: {params}")
 
 
 def _registry(kind):

@@ -10,6 +10,7 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -40,6 +41,7 @@ class Unit:
     shard: int
     start: int
     stop: int
+    cache_dir: str | None = None  # where defended-clean predictions are shared across workers and resumes
 
 
 @dataclass
@@ -65,6 +67,16 @@ class Context:
         self.batch_size = batch_size
         self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.probes: dict[tuple, object] = {}  # probe results by what they depend on, for later units
+        self._defended_clean: dict[tuple, np.ndarray] = {}
+
+    def defended_clean(self, cell: Cell, unit: Unit, compute) -> np.ndarray:
+        """A deterministic defense's predictions on the clean images of a shard: they depend on neither
+        the attack nor the budget, so they are computed once per process and, through the run
+        directory (``unit.cache_dir``, written atomically), once per run across workers and resumes."""
+        key = (cell.defense_name, cell.defense_params, unit.start, unit.stop)
+        if key not in self._defended_clean:
+            self._defended_clean[key] = _cached_array(unit.cache_dir, key, compute)
+        return self._defended_clean[key]
 
     def predict(self, x: np.ndarray, classifier=None) -> np.ndarray:
         return predict_probs(classifier or self.classifier, x, self.batch_size)
@@ -77,6 +89,24 @@ class Context:
             while len(self._clean) > 64:
                 self._clean.popitem(last=False)
         return self._clean[key]
+
+
+def _cached_array(cache_dir: str | None, key: tuple, compute) -> np.ndarray:
+    if cache_dir is None:
+        return compute()
+    import io
+
+    from hbbench.store import atomic_write_bytes
+
+    path = Path(cache_dir) / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):  # not there yet, or damaged: computed again and replaced
+        value = compute()
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        atomic_write_bytes(path, buf.getvalue())
+        return value
 
 
 def check_compatible(cell: Cell, model, data: Dataset) -> None:
@@ -118,7 +148,8 @@ def group_cells(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_done) -> list[Unit]:
+def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_done,
+               cache_dir: str | None = None) -> list[Unit]:
     """Units still to run, shard-major (units over one shard run together and share its images and
     clean predictions). ``is_done(cell, shard)`` tells what a previous run already stored."""
     size = shard_size or n_samples
@@ -128,7 +159,7 @@ def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_don
         for group in group_cells(cells):
             todo = tuple(c for c in group if not is_done(c, k))
             if todo:
-                units.append(Unit(todo, k, start, stop))
+                units.append(Unit(todo, k, start, stop, cache_dir))
     return units
 
 
@@ -210,13 +241,20 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         key = ("randomized", cell.defense_name, cell.defense_params)
         if key not in ctx.probes:
             ctx.probes[key] = probes.is_randomized(defense, x, batch_size, apply_defense, seed_everything)
-        found = {"defense_randomized": ctx.probes[key], "gradient_zero_share": zero_share}
+        randomized = ctx.probes[key]
+        found = {"defense_randomized": randomized, "gradient_zero_share": zero_share}
         t0 = time.perf_counter()
-        x_def_clean, x_def_adv = defend(cell, defense, unit.shard, batch_size, x, x_adv)
+        if defense is None:
+            def_clean, def_adv = clean_probs, adv_probs
+        elif randomized:  # fresh draws for every cell, clean then adversarial, as seeded
+            x_def_clean, x_def_adv = defend(cell, defense, unit.shard, batch_size, x, x_adv)
+            def_clean, def_adv = ctx.predict(x_def_clean), ctx.predict(x_def_adv)
+        else:
+            def_clean = ctx.defended_clean(cell, unit, lambda: ctx.predict(
+                defend(cell, defense, unit.shard, batch_size, x)[0]))
+            def_adv = ctx.predict(defend(cell, defense, unit.shard, batch_size, x_adv)[0])
         defense_seconds = time.perf_counter() - t0
-        probs = {"clean": clean_probs, "adv": adv_probs,
-                 "def_clean": clean_probs if defense is None else ctx.predict(x_def_clean),
-                 "def_adv": adv_probs if defense is None else ctx.predict(x_def_adv)}
+        probs = {"clean": clean_probs, "adv": adv_probs, "def_clean": def_clean, "def_adv": def_adv}
         records = sample_records(ids, y, probs, x, x_adv)
         records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
