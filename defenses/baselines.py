@@ -1,15 +1,16 @@
-"""ART's own preprocessing defenses, plus a plain Gaussian blur (the ablation Heat-and-Blur must beat)."""
+"""ART's own preprocessing defenses, TotalVarMin in PyTorch beside ART's, and a plain Gaussian blur
+(the ablation Heat-and-Blur must beat)."""
 from __future__ import annotations
 
 import math
 
 import torch
-from art.defences.preprocessor import (FeatureSqueezing, GaussianAugmentation, JpegCompression,
-                                       SpatialSmoothingPyTorch, TotalVarMin)
+from art.defences.preprocessor import FeatureSqueezing, GaussianAugmentation, JpegCompression, SpatialSmoothingPyTorch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torchvision.transforms.functional import gaussian_blur
 
 from hbbench.defenses.registry import DEFENSES
+from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, check_params
 from hbbench.errors import HBBenchError
 
 
@@ -44,12 +45,19 @@ def squeeze(classifier, bit_depth: int = 5):
     return FeatureSqueezing(clip_values=classifier.clip_values, bit_depth=int(bit_depth))
 
 
-@DEFENSES.register("tvm", "ART TotalVarMin: total-variance minimisation of randomly kept pixels")
+@DEFENSES.register("tvm", "TotalVarMin in PyTorch (ART's algorithm, batched, differentiable): "
+                   "total-variance minimisation of randomly kept pixels")
 def tvm(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
-    if not 0 < prob <= 1:
-        raise HBBenchError(f"tvm prob must be in (0, 1], got {prob}")
-    return TotalVarMin(prob=float(prob), norm=int(norm), lamb=float(lamb), max_iter=int(max_iter),
-                       clip_values=classifier.clip_values)
+    return TotalVarMinPyTorch(prob=prob, norm=norm, lamb=lamb, max_iter=max_iter,
+                              clip_values=classifier.clip_values, device_type=_device_type(classifier))
+
+
+@DEFENSES.register("tvm_art", "ART TotalVarMin (SciPy L-BFGS-B per image and channel, CPU): the "
+                   "reference for tvm")
+def tvm_art(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
+    check_params("tvm_art", prob, lamb, max_iter, norm)
+    return TotalVarMinART(prob=float(prob), norm=int(norm), lamb=float(lamb), max_iter=int(max_iter),
+                          clip_values=classifier.clip_values)
 
 
 @DEFENSES.register("noise", "ART GaussianAugmentation at prediction: add Gaussian noise of std sigma")
