@@ -8,8 +8,8 @@ each image is the result of ``max_iter`` L-BFGS-B iterations, started from ``x``
 
 with the gradient ART hands to SciPy (for ``norm=2`` its total-variation part is ``2 d / ||d||``,
 twice the derivative of the loss above; kept, since it steers the optimiser), then clipped to
-``clip_values``. What differs: all image-channel planes are solved at once on the input's device, in
-float32 with float64 line-search scalars; the optimiser is L-BFGS with SciPy L-BFGS-B's initial step
+``clip_values``. What differs: the image-channel planes are solved together on the input's device
+(on the CPU a chunk at a time), in float32 with float64 line-search scalars; the optimiser is L-BFGS with SciPy L-BFGS-B's initial step
 (1 / ||g|| on the first iteration), memory (10 pairs), Moré-Thuente line search (MINPACK ``dcsrch``:
 ftol 1e-3, gtol 0.9, xtol 0.1) and stopping rules (``max_iter`` iterations, projected gradient
 <= 1e-5, relative decrease <= 2.2e-9) — without bounds L-BFGS-B's step is the L-BFGS step. Measured
@@ -98,7 +98,7 @@ class TotalVarMinPyTorch(PreprocessorPyTorch):
         """The defended images for a given keep-mask (same shape as ``x``)."""
         n, c, h, w = x.shape
         planes, keep = x.reshape(n * c, h, w), mask.reshape(n * c, h, w).to(x.dtype)
-        step = max(1, n * c if x.is_cuda else CPU_CHUNK // (h * w))
+        step = max(1, CPU_CHUNK // (h * w) if x.device.type == "cpu" else n * c)
         z = torch.cat([_lbfgs(planes[i:i + step], keep[i:i + step], self.lamb, self.norm, self.max_iter)
                        for i in range(0, max(n * c, 1), step)]).reshape(n, c, h, w)
         return z if self.clip_values is None else z.clamp(*self.clip_values)
