@@ -37,7 +37,7 @@ ATTACKS = {  # name -> (preset, params); eps_step = eps/4 (preset default), Linf
 }
 BASELINES = [("none", {}), ("jpeg", dict(quality=75)), ("median", dict(window_size=3)), ("blur", dict(sigma=2.0)),
              ("blur", dict(sigma=1.5)), ("blur", dict(sigma=1.0))]
-TVM = ("tvm", {})  # ART TotalVarMin: a scipy optimisation per image, the slowest by far; opt-in with --tvm
+TVM = ("tvm", {})  # TotalVarMin (PyTorch port of ART's, defenses/tvm.py); opt-in with --tvm
 
 # HeatBlur grid: (method, top_k) pairs get one relevance pass per input set; every composition below
 # reuses it. Chosen to fit ~25 min on a shared 2-core CPU.
@@ -103,7 +103,7 @@ def main(argv=None):
                     "(default: clean and all attacks); baselines and the first composition always get all")
     ap.add_argument("--config", default="", help="evaluate only this HeatBlur config (JSON params) instead of "
                     "the grid, on all sets")
-    ap.add_argument("--tvm", action="store_true", help="add ART TotalVarMin to the baselines (slow)")
+    ap.add_argument("--tvm", action="store_true", help="add TotalVarMin (tvm) to the baselines")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

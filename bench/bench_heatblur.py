@@ -1,5 +1,5 @@
-"""Heat-and-Blur cost: its time over one forward + input-gradient backward of the model (target <= 1.2),
-and preprocessing throughput beside ART's JpegCompression, SpatialSmoothingPyTorch and TotalVarMin.
+"""Heat-and-Blur cost: its time over one forward + input-gradient backward of the model (target <= 1.2).
+Its images/s beside the other defenses: bench/bench_defenses.py.
 
     python -m bench.bench_heatblur [--n 16] [--repeats 5] [--model torchvision:vgg19]
 
@@ -13,7 +13,7 @@ import statistics
 import numpy as np
 import torch
 
-from bench.common import interleaved_seconds, machine, median_ratio, median_seconds
+from bench.common import interleaved_seconds, machine, median_ratio
 
 
 def main(argv=None):
@@ -33,8 +33,7 @@ def main(argv=None):
 
     clf = make_classifier(args.model, device=args.device)
     ds = load_dataset("imagenet-samples")
-    x_np = np.concatenate([ds.x] * (args.n // len(ds) + 1))[: args.n]
-    x = torch.from_numpy(x_np).to(clf.device)
+    x = torch.from_numpy(np.concatenate([ds.x] * (args.n // len(ds) + 1))[: args.n]).to(clf.device)
     model = clf.model
     mean = torch.as_tensor(np.asarray(clf.preprocessing.mean, np.float32), device=clf.device)
     std = torch.as_tensor(np.asarray(clf.preprocessing.std, np.float32), device=clf.device)
@@ -68,19 +67,6 @@ def main(argv=None):
     print(f"HeatBlur {hb!r}: {t_hb:7.3f} s")
     print(f"cost ratio HeatBlur / (forward + backward) = {ratio:.2f}  (median of back-to-back ratios; target <= 1.2)")
     print(f"defended prediction (HeatBlur + forward) / plain forward = {(t_hb + t_f) / t_f:.2f}")
-
-    rows = [("HeatBlur", lambda: heatblur())]
-    for name, params in (("jpeg", dict(quality=75)), ("median", dict(window_size=3)), ("tvm", {}),
-                         ("blur", dict(sigma=2.0))):
-        d = make_defense(name, clf, **params)
-        label = {"jpeg": "ART JpegCompression q75", "median": "ART SpatialSmoothingPyTorch 3x3",
-                 "tvm": "ART TotalVarMin (defaults)", "blur": "Gaussian blur sigma 2"}[name]
-        rows.append((label, lambda d=d: d(x_np)))
-    print("\n| preprocessing | s / batch | images / s |\n|---|---|---|")
-    for label, fn in rows:
-        reps = 1 if "TotalVarMin" in label else args.repeats
-        t = median_seconds(fn, reps, warmup=0 if reps == 1 else 1)
-        print(f"| {label} | {t:.3f} | {args.n / t:.1f} |")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,6 @@ import time
 import torch
 
 
-def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:
-    return statistics.median(interleaved_seconds({"fn": fn}, repeats, warmup)["fn"])
-
-
 def interleaved_seconds(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     """Time several functions round-robin: {name: [seconds per round]}. On a shared CPU the load
     drifts; ratios of runs made back to back (``median_ratio``) are steadier than ratios of medians."""

@@ -1,11 +1,11 @@
-"""Factories of ART's own preprocessing defenses and of a plain Gaussian blur (the ablation
-Heat-and-Blur must beat); they are registered in defenses/__init__.py."""
+"""Factories of ART's own preprocessing defenses, TotalVarMin in PyTorch beside ART's, and a plain
+Gaussian blur (the ablation Heat-and-Blur must beat); they are registered in defenses/__init__.py."""
 from __future__ import annotations
 
-from art.defences.preprocessor import (FeatureSqueezing, GaussianAugmentation, JpegCompression,
-                                       SpatialSmoothingPyTorch, TotalVarMin)
+from art.defences.preprocessor import FeatureSqueezing, GaussianAugmentation, JpegCompression, SpatialSmoothingPyTorch
 
 from hbbench.defenses.blur import GaussianBlur
+from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, check_params
 from hbbench.errors import HBBenchError
 
 
@@ -37,10 +37,14 @@ def squeeze(classifier, bit_depth: int = 5):
 
 
 def tvm(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
-    if not 0 < prob <= 1:
-        raise HBBenchError(f"tvm prob must be in (0, 1], got {prob}")
-    return TotalVarMin(prob=float(prob), norm=int(norm), lamb=float(lamb), max_iter=int(max_iter),
-                       clip_values=classifier.clip_values)
+    return TotalVarMinPyTorch(prob=prob, norm=norm, lamb=lamb, max_iter=max_iter,
+                              clip_values=classifier.clip_values, device_type=_device_type(classifier))
+
+
+def tvm_art(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
+    check_params("tvm_art", prob, lamb, max_iter, norm)
+    return TotalVarMinART(prob=float(prob), norm=int(norm), lamb=float(lamb), max_iter=int(max_iter),
+                          clip_values=classifier.clip_values)
 
 
 def noise(classifier, sigma: float = 0.05):

@@ -90,6 +90,7 @@ CASES = [
     ("unknown-defense-param", lambda t: ["--defense", "jpeg[qualty=3]"], "qualty"),
     ("bad-defense-param-type", lambda t: ["--defense", "jpeg[quality=high]"], "quality"),
     ("defense-param-out-of-range", lambda t: ["--defense", "jpeg[quality=200]"], "quality must be in 1..95"),
+    ("tvm-prob-out-of-range", lambda t: ["--defense", "tvm[prob=0]"], "tvm prob must be in (0, 1]"),
     ("unknown-model", lambda t: ["--model", "resnet9000"], "unknown model 'resnet9000'"),
     ("unknown-torchvision-arch", lambda t: ["--model", "torchvision:resnet9000"], "resnet9000"),
     ("unknown-dataset", lambda t: ["--data", "mnist"], "unknown dataset 'mnist'"),
