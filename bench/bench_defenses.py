@@ -10,21 +10,16 @@ less than a ratio of medians. Prints figures only; never asserts on time.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import numpy as np
 import torch
 
-from bench.common import interleaved_seconds, machine, median_ratio
+from bench.common import batch_parser, interleaved_seconds, machine, median_ratio
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16, help="batch size (images of 224 px)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto")
+    ap = batch_parser(__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma list of defenses (default: every registered one)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -7,21 +7,16 @@ Prints figures only (median of several runs); never asserts on time.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import numpy as np
 import torch
 
-from bench.common import interleaved_seconds, machine, median_ratio
+from bench.common import batch_parser, interleaved_seconds, machine, median_ratio
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16, help="batch size (images of 224 px)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="auto")
+    ap = batch_parser(__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0", help="any registered model, e.g. torchvision:vgg19 "
                     "(random weights are fine for timing)")
     args = ap.parse_args(argv)

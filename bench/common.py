@@ -24,6 +24,18 @@ def interleaved_seconds(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     return times
 
 
+def batch_parser(description: str):
+    """The options every per-batch bench takes: batch size, repeats, torch threads, device."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--n", type=int, default=16, help="batch size (images of 224 px)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    return ap
+
+
 def median_ratio(num: list, den: list) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
