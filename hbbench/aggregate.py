@@ -49,7 +49,7 @@ def latex(df: pd.DataFrame, columns=SHOWN) -> str:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return "—" if v != v else f"{v:.3f}"  # NaN: a worst-case row has no single attack's numbers
     return str(v)
 
 
