@@ -34,7 +34,7 @@ def evidence(attacks, threats=("oblivious", "bpda"), eps="4/255", outcomes=None,
         fooled[list(outcomes.get(key, ()))] = True
         n = N if c in cells else min(N, 10)
         records[c.id] = pd.DataFrame({"sample": np.arange(n), "label": np.zeros(n, int),
-                                      "def_adv_pred": fooled[:n].astype(int)})
+                                      "adv_pred": fooled[:n].astype(int), "def_adv_pred": fooled[:n].astype(int)})
         summaries[c.id] = {"cell_id": c.id, "model": c.model, "dataset": c.dataset, "seed": 0, "clean_top1": 1.0,
                            "defended_clean_top1": 1.0, **(probes or {}).get(c.defense, {
                                "defense_randomized": False, "gradient_zero_share": 0.0})}
@@ -112,6 +112,16 @@ def test_randomized_without_eot(threat, randomized, expected):
     ev = evidence(["pgd"], threats=[threat], probes={"jpeg": {"defense_randomized": randomized,
                                                               "gradient_zero_share": 0.0}})
     assert status(ev, "randomized_without_eot", threat=threat) == [expected]
+
+
+def test_under_oblivious_an_attack_is_judged_on_the_model_it_attacked():
+    """Oblivious PGD that breaks the undefended model but transfers worse than FGSM did not fail to
+    optimise: like is compared with like (issue: PGD-40 transfers worse than PGD-10 obliviously)."""
+    ev = evidence(["fgsm", "pgd"], threats=["oblivious"], outcomes={("fgsm", "jpeg", "oblivious", 4): range(8)})
+    for c in ev.cells:  # on the undefended model PGD fools every image, FGSM only the first 8
+        r = ev.records(c)
+        r["adv_pred"] = 1 if c.attack == "pgd" else (r["sample"] < 8).astype(int)
+    assert status(ev, "single_step_beats_iterative", threat="oblivious") == ["pass"]
 
 
 def test_a_failed_check_marks_its_defense_and_threat_model_unverified():

@@ -113,8 +113,8 @@ def transfer_beats_whitebox(ev: Evidence) -> list[dict]:
         if not pairs:
             rows.append(row("transfer_beats_whitebox", cell, "not run", "needs the same attack under oblivious"))
             continue
-        rows.append(_worst([_compare("transfer_beats_whitebox", c, f"{o.attack} oblivious", ev.fooled(o),
-                                     f"{c.attack} {threat}", ev.fooled(c),
+        rows.append(_worst([_compare("transfer_beats_whitebox", c, f"{o.attack} oblivious",
+                                     ev.fooled(o, on="defended"), f"{c.attack} {threat}", ev.fooled(c),
                                      "the transferred attack is stronger than the one through the defense "
                                      "(its gradient misleads)") for o, c in pairs]))
     return rows
@@ -144,7 +144,7 @@ def unbounded(ev: Evidence) -> list[dict]:
         if not ev.done(added):
             rows.append(row("unbounded", added, "not run", "its attack run is missing", eps=None))
             continue
-        top1 = float((~ev.fooled(added)).mean())
+        top1 = float((~ev.fooled(added, on="defended")).mean())
         ok = top1 <= UNBOUNDED_MAX_TOP1
         rows.append(row("unbounded", added, "pass" if ok else "fail",
                         "the whole-range attack breaks every image" if ok else

@@ -24,8 +24,10 @@ class Evidence:
             self._records[cell.id] = self.load_records(cell.id) if cell.id in self.summaries else None
         return self._records[cell.id]
 
-    def fooled(self, cell: Cell, first: int | None = None) -> np.ndarray | None:
-        """Per image (in sample order): the defended model is wrong on the adversarial input.
+    def fooled(self, cell: Cell, first: int | None = None, on: str = "attacked") -> np.ndarray | None:
+        """Per image (in sample order): the model is wrong on the adversarial input. ``on="attacked"``:
+        the model the attack optimised against (the undefended one under oblivious, so an attack's
+        own success is compared like with like, not its transfer); ``"defended"``: the defended model.
         ``first``: only samples below it (the costly checks' subsample)."""
         r = self.records(cell)
         if r is None:
@@ -33,7 +35,8 @@ class Evidence:
         r = r.sort_values("sample")
         if first is not None:
             r = r[r["sample"] < first]
-        return (r["def_adv_pred"] != r["label"]).to_numpy()
+        column = "def_adv_pred" if on == "defended" or cell.attacks_defense else "adv_pred"
+        return (r[column] != r["label"]).to_numpy()
 
     def done(self, cell: Cell) -> bool:
         return cell.id in self.summaries

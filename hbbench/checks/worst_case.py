@@ -31,7 +31,7 @@ def rows(ev: Evidence) -> list[dict]:
         done = [c for c in weaker if ev.done(c)]
         if len(done) < 2 or len(done) < len(weaker):
             continue  # one attack is its own row; an unfinished one would overstate robustness
-        survived = np.logical_and.reduce([~ev.fooled(c) for c in done])
+        survived = np.logical_and.reduce([~ev.fooled(c, on="defended") for c in done])
         first = ev.summaries[done[0].id]
         lo, hi = M.bootstrap_ci(survived.astype(float), seed=0)
         attacks = sorted({f"{c.attack} ({c.threat_model})" for c in done})
