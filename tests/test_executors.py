@@ -30,7 +30,9 @@ def local_sharded(tmp_path_factory):
 
 def test_shards_merge_into_one_cell_file(local_sharded):
     table, run_dir = local_sharded
-    assert len(table) == 2 * 2 * 2 and (table.n == 3).all()
+    grid = table[table.attack != "worst_case"]
+    assert len(grid) == 2 * 2 * 2 and (table.n == 3).all()  # cells merged from shards, then worst-case rows
+    assert len(table) - len(grid) == 2 * 2
     assert not list((run_dir / "cells").glob("*.shards"))  # merged and removed
     rec = pd.read_parquet(run_dir / "cells" / f"{table.cell_id[0]}.parquet")
     assert list(rec["sample"]) == [0, 1, 2]
