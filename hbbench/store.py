@@ -59,11 +59,6 @@ class RunStore:
         """A cell counts as done only when both files exist (the JSON is written last)."""
         return (self.cells_dir / f"{cell_id}.json").is_file() and (self.cells_dir / f"{cell_id}.parquet").is_file()
 
-    def write_cell(self, cell_id: str, records: pd.DataFrame, summary: dict) -> None:
-        parquet = self.cells_dir / f"{cell_id}.parquet"
-        atomic_write_bytes(parquet, _parquet_bytes(records, parquet_stamp(cell_id, self.spec_id)))
-        atomic_write_json(self.cells_dir / f"{cell_id}.json", seal(summary, parquet, self.spec_id))
-
     # A cell over a sharded dataset is stored shard by shard under cells/<id>.shards/, then merged.
     def _shard(self, cell_id: str, shard: int, suffix: str) -> Path:
         return self.cells_dir / f"{cell_id}.shards" / f"{shard:05d}.{suffix}"
@@ -104,9 +99,6 @@ class RunStore:
         atomic_write_json(self.cells_dir / f"{cell_id}.json", seal(summary, final, self.spec_id))
         shutil.rmtree(self.cells_dir / f"{cell_id}.shards", ignore_errors=True)
         return summary
-
-    def read_summary(self, cell_id: str) -> dict:
-        return json.loads((self.cells_dir / f"{cell_id}.json").read_text())
 
     def read_records(self, cell_id: str) -> pd.DataFrame:
         return pd.read_parquet(self.cells_dir / f"{cell_id}.parquet")
