@@ -35,7 +35,7 @@ def cli_runner() -> CliRunner:
         return CliRunner()
 
 
-GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=2,num_random_init=1],bim[max_iter=2]",
+GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=6,num_random_init=1],bim[max_iter=6]",
         "--defense", "jpeg,noise", "--threat", "oblivious,bpda", "--batch-size", "2", "--device", "cpu", "--seed", "0"]
 N_CELLS = 3 * 3 * 2
 # One torch thread: fast on a shared 2-core machine, and reductions in a fixed order. COLUMNS keeps
