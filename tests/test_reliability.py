@@ -35,7 +35,7 @@ def cli_runner() -> CliRunner:
         return CliRunner()
 
 
-GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=6,num_random_init=1],bim[max_iter=6]",
+GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=2,num_random_init=1],bim[max_iter=2]",
         "--defense", "jpeg,noise", "--threat", "oblivious,bpda", "--batch-size", "2", "--device", "cpu", "--seed", "0"]
 N_CELLS = 3 * 3 * 2
 # One torch thread: fast on a shared 2-core machine, and reductions in a fixed order. COLUMNS keeps
@@ -58,7 +58,10 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def _start(out: Path, logs: Path, *extra: str) -> subprocess.Popen:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        return subprocess.Popen(_command(out, *extra), env=ENV, stdout=stdout, stderr=stderr)
+        # A shell that starts a job in the background ignores SIGINT for it, and the child inherits
+        # that: Python then installs no KeyboardInterrupt handler. The sweep gets SIGINT as a user's.
+        return subprocess.Popen(_command(out, *extra), env=ENV, stdout=stdout, stderr=stderr,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _finished_cells(out: Path) -> set[str]:
