@@ -83,4 +83,6 @@ def added_cells(plan_: dict) -> list[Cell]:
 
 def run_cells(cells: list[Cell]) -> list[Cell]:
     """Every cell a run directory may hold: the grid's and any the costly checks add."""
-    return cells + added_cells(plan(cells, ("unbounded", "not_converged", "blackbox_beats_whitebox")))
+    from hbbench.checks import resolve_checks
+
+    return cells + added_cells(plan(cells, resolve_checks("full")))
