@@ -71,15 +71,15 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     with _exclusive(store):
         set_aside_damaged(store, spec, on_event)  # damaged or foreign cells: moved aside, recomputed
         _refuse_other_spec(store, spec)
-        _refuse_other_check_samples(store, extra, check_samples)
         _remove_temporaries(store)
         n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
+        n_checked = min(check_samples, n_samples)
+        _refuse_other_check_samples(store, extra, n_checked)
         manifest = _start_manifest(store, spec, command)
         n_shards = shard_count(n_samples, spec.shard_size)
         shards = {c.id: n_shards for c in cells} | {c.id: 1 for c in extra}
         for cell in cells:  # a run killed between its last shard and the merge
             store.merge_shards(cell.id, n_shards, _summarizer(cell))
-        n_checked = min(check_samples, n_samples)
         done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
         cache = str(store.root / "defended_clean")  # deterministic defenses' clean predictions, per shard
         units = plan_units(cells, n_samples, spec.shard_size, done, cache) + \
@@ -104,7 +104,9 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
             checks_table = check_table(evidence, check_names)
             write_checks(store.root, checks_table)
             manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(by_id).sum()),
-                            checks=list(check_names), check_samples=n_checked)
+                            checks=list(check_names))
+            if extra:  # the images the costly checks' cells hold; kept from the run that made them
+                manifest["check_samples"] = n_checked
             store.write_manifest(manifest)
             on_event("checks", table=checks_table)
     return table
@@ -126,10 +128,10 @@ def _refuse_unfinished(store: RunStore, cells) -> None:
                            "`hbbench sweep` command first")
 
 
-def _refuse_other_check_samples(store: RunStore, extra, check_samples: int) -> None:
+def _refuse_other_check_samples(store: RunStore, extra, n_checked: int) -> None:
     """The costly checks' added cells hold their images: asking for another count would mix them."""
     old = (store.read_manifest() or {}).get("check_samples")
-    if extra and old is not None and any(store.has_cell(c.id) for c in extra) and old != check_samples:
+    if extra and old is not None and any(store.has_cell(c.id) for c in extra) and old != n_checked:
         raise HBBenchError(f"{store.root} ran its costly checks on {old} images; use --check-samples {old} "
                            "or another --run name")
 
@@ -224,6 +226,7 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> di
         "resumed": old is not None,
         "last_started": _now(),
         "status": "running",
+        **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
         "versions": _versions(),
         "git_revision": _git_revision(),
         "python": platform.python_version(),

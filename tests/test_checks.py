@@ -3,6 +3,8 @@ is caught, a randomized defense is caught until the attacker uses EoT, and hones
 undefended model, JPEG under BPDA) raise no failing check."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,3 +125,17 @@ def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "unfinished" in lines[0], result.stderr
     assert sorted(p.name for p in run.rglob("*")) == files  # nothing written
+
+
+def test_costly_checks_keep_their_image_count_across_resumes(tmp_path):
+    """The default --check-samples (10) on a 2-image run means 2 images: asking again is no change;
+    a resume with only the cheap checks keeps the count; another count is refused, not mixed."""
+    from hbbench.errors import HBBenchError
+
+    spec = dict(attacks=["fgsm"], defenses=["jpeg"], threat_models=["bpda"], n=2)
+    sweep(spec, out=tmp_path, run="r", checks="unbounded")
+    sweep(spec, out=tmp_path, run="r", checks="unbounded")
+    sweep(spec, out=tmp_path, run="r", checks="default")
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["check_samples"] == 2
+    with pytest.raises(HBBenchError, match="ran its costly checks on 2 images"):
+        sweep(spec, out=tmp_path, run="r", checks="unbounded", check_samples=1)
