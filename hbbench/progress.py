@@ -84,5 +84,8 @@ def _echo_checks(table) -> None:
                f"warned, {counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run; all of them in checks.md")
     if not shown.empty:
         click.echo(markdown(shown))
-    for (defense, threat), names in failed(table).items():
-        click.echo(f"unverified: {defense} under {threat} — {', '.join(names)} failed")
+    models = list(dict.fromkeys(table.model)) if "model" in table else [None]
+    for model in models:
+        on = f" on {model}" if len(models) > 1 else ""
+        for (defense, threat), names in failed(table, model).items():
+            click.echo(f"unverified: {defense} under {threat}{on} — {', '.join(names)} failed")

@@ -73,7 +73,7 @@ class Context:
         """A deterministic defense's predictions on the clean images of a shard: they depend on neither
         the attack nor the budget, so they are computed once per process and, through the run
         directory (``unit.cache_dir``, written atomically), once per run across workers and resumes."""
-        key = (cell.defense_name, cell.defense_params, unit.start, unit.stop)
+        key = (cell.model_key, cell.defense_name, cell.defense_params, unit.start, unit.stop)
         if key not in self._defended_clean:
             self._defended_clean[key] = _cached_array(unit.cache_dir, key, compute)
         return self._defended_clean[key]
@@ -118,14 +118,19 @@ def check_compatible(cell: Cell, model, data: Dataset) -> None:
                            f"{cell.model} expects {model.input_size}")
 
 
-_CONTEXTS: dict[tuple, Context] = {}
+_CONTEXTS: OrderedDict[tuple, Context] = OrderedDict()
+MODELS_KEPT = 4  # loaded models a process keeps: a model grid's units may come in any order to a worker
 
 
 def get_context(cell: Cell, batch_size: int, device: str) -> Context:
-    key = (cell.model, cell.model_params, cell.dataset, cell.dataset_params, cell.n, device)
+    key = (cell.model_key, cell.dataset, cell.dataset_params, cell.n, cell.seed, device)
     if key not in _CONTEXTS:
-        _CONTEXTS.clear()  # one model in memory at a time
+        if any(k[1:] != key[1:] for k in _CONTEXTS):  # another dataset: the loaded models' data is stale
+            _CONTEXTS.clear()
         _CONTEXTS[key] = Context(cell, batch_size, device)
+        while len(_CONTEXTS) > MODELS_KEPT:
+            _CONTEXTS.popitem(last=False)
+    _CONTEXTS.move_to_end(key)
     ctx = _CONTEXTS[key]
     ctx.batch_size = batch_size
     return ctx
@@ -144,22 +149,27 @@ def group_cells(cells: list[Cell]) -> list[list[Cell]]:
     """Cells grouped by the attack run they share, in grid order."""
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
-        groups.setdefault(c.attack_key, []).append(c)
+        groups.setdefault(c.attack_run, []).append(c)
     return list(groups.values())
 
 
 def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_done,
                cache_dir: str | None = None) -> list[Unit]:
-    """Units still to run, shard-major (units over one shard run together and share its images and
-    clean predictions). ``is_done(cell, shard)`` tells what a previous run already stored."""
+    """Units still to run, model-major then shard-major (one model at a time; units over one shard run
+    together and share its images and clean predictions). ``is_done(cell, shard)`` tells what a
+    previous run already stored."""
     size = shard_size or n_samples
     bounds = [(k, s, min(s + size, n_samples)) for k, s in enumerate(range(0, n_samples, size))]
+    by_model: dict[tuple, list[list[Cell]]] = {}
+    for group in group_cells(cells):
+        by_model.setdefault(group[0].model_key, []).append(group)
     units = []
-    for k, start, stop in bounds:
-        for group in group_cells(cells):
-            todo = tuple(c for c in group if not is_done(c, k))
-            if todo:
-                units.append(Unit(todo, k, start, stop, cache_dir))
+    for groups in by_model.values():
+        for k, start, stop in bounds:
+            for group in groups:
+                todo = tuple(c for c in group if not is_done(c, k))
+                if todo:
+                    units.append(Unit(todo, k, start, stop, cache_dir))
     return units
 
 
@@ -265,6 +275,6 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
 def describe(cell: Cell) -> dict:
     """The identifying columns of a summary row."""
     norm = attack_norm(cell.attack_name, dict(cell.attack_params))
-    return {"cell_id": cell.id, "model": cell.model, "dataset": cell.dataset, "attack": cell.attack,
+    return {"cell_id": cell.id, "model": cell.model_label or cell.model, "dataset": cell.dataset, "attack": cell.attack,
             "eps": cell.eps, "norm": norm, "defense": cell.defense, "threat_model": cell.threat_model,
             "seed": cell.seed}

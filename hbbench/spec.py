@@ -1,4 +1,4 @@
-"""The sweep grid: a ``SweepSpec`` expands into ``Cell``s, one per (attack, budget, defense,
+"""The sweep grid: a ``SweepSpec`` expands into ``Cell``s, one per (model, attack, budget, defense,
 threat model), each with a stable id (a hash of every parameter that shapes its result)."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from hbbench.errors import HBBenchError
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "cw")
 DEFAULT_DEFENSES = ("heatblur", "jpeg")
+DEFAULT_MODEL = "efficientnet_lite0"
 ITEM = re.compile(r"^\s*([A-Za-z0-9_:./~\-]+)\s*(?:\[(.*)\])?\s*$")
 
 
@@ -100,12 +101,19 @@ class Cell:
     threat_model: str
     model_params: tuple = ()
     dataset_params: tuple = ()
+    model_label: str = ""  # the model as the user wrote it, e.g. 'torchvision:resnet18[weights=r18.pt]'
 
     @property
     def id(self) -> str:
         d = asdict(self)
-        d.pop("attack"), d.pop("defense")  # labels are display only; names + params define the cell
+        for label in ("attack", "defense", "model_label"):  # display only; names + params define the cell
+            d.pop(label)
         return _stable_hash(d)
+
+    @property
+    def model_key(self) -> tuple:
+        """What the model of this cell is: cells sharing it share a loaded model."""
+        return (self.model, self.model_params)
 
     @property
     def attacks_defense(self) -> bool:
@@ -123,14 +131,21 @@ class Cell:
 
     @property
     def attack_key(self) -> tuple:
+        """What the attack run is (and what seeds it); the same for every model, so models are compared
+        on the same random starts."""
         return (self.attack_name, self.attack_params, self.eps, self.attack_target)
+
+    @property
+    def attack_run(self) -> tuple:
+        """Cells sharing this share one attack run: same model, same attack key."""
+        return (self.model_key, self.attack_key)
 
 
 @dataclass
 class SweepSpec:
     attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     defenses: list[str] = field(default_factory=lambda: list(DEFAULT_DEFENSES))
-    model: str = "efficientnet_lite0"
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     dataset: str = "imagenet-samples"
     eps: list[float] = field(default_factory=lambda: [4 / 255])
     threat_models: list[str] = field(default_factory=lambda: ["oblivious", "bpda"])
@@ -141,6 +156,7 @@ class SweepSpec:
     seed: int = 0
     model_params: dict = field(default_factory=dict)
     dataset_params: dict = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)  # files or modules registering entries (hbbench.plugins)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "SweepSpec":
@@ -159,6 +175,9 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "spec") -> "SweepSpec":
         known = {f.name for f in fields(cls)}
+        if "model" in raw:  # the key of one-model specs written before model grids; `models` wins
+            raw = dict(raw)
+            raw.setdefault("models", raw.pop("model"))
         unknown = sorted(set(raw) - known)
         if unknown:
             raise HBBenchError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
@@ -171,6 +190,10 @@ class SweepSpec:
 
         self.attacks = split_items(self.attacks)
         self.defenses = split_items(self.defenses)
+        self.models = split_items(self.models)
+        from hbbench.plugins import normalize
+
+        self.plugins = [normalize(p) for p in split_items(self.plugins)]
         self.threat_models = split_items(self.threat_models)
         self.eps = list(parse_budgets(self.eps))
         for key, kind in (("n", int), ("batch_size", int), ("seed", int)):
@@ -186,11 +209,16 @@ class SweepSpec:
             raise HBBenchError(f"{source}: shard_size must be a positive integer, got {self.shard_size!r}")
         if self.batch_size < 1:
             raise HBBenchError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
-        for key in ("model", "dataset", "device"):
+        for key in ("dataset", "device"):
             if not isinstance(getattr(self, key), str):
                 raise HBBenchError(f"{source}: {key} must be a string, got {getattr(self, key)!r}")
         if not self.attacks:
             raise HBBenchError(f"{source}: no attack given")
+        if not self.models:
+            raise HBBenchError(f"{source}: no model given")
+        repeated = sorted({m for m in self.models if self.models.count(m) > 1})
+        if repeated:
+            raise HBBenchError(f"{source}: model {', '.join(repeated)} given twice")
         for t in self.threat_models:
             get_threat_model(t)
         if not self.threat_models:
@@ -206,11 +234,11 @@ class SweepSpec:
         from hbbench.defenses import DEFENSES
         from hbbench.models import MODELS
 
-        MODELS.resolve(self.model)
+        models = [self._model(label, MODELS) for label in self.models]
         DATASETS.resolve(self.dataset)
         defenses = ["none"] + [d for d in self.defenses if d != "none"]
         cells = []
-        for a_label in self.attacks:
+        for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in self.attacks):
             a_name, a_params = parse_item(a_label)
             entry, _ = ATTACKS.resolve(a_name)
             _check_params("attack", a_label, a_params, entry.params)
@@ -222,10 +250,19 @@ class SweepSpec:
                     d_name, d_params = parse_item(d_label)
                     _check_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
                     for threat in self.threat_models:
-                        cells.append(Cell(self.model, self.dataset, self.n, self.seed, a_label, a_name,
+                        cells.append(Cell(m_name, self.dataset, self.n, self.seed, a_label, a_name,
                                           _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
-                                          _freeze(self.model_params), _freeze(self.dataset_params)))
+                                          _freeze(m_params), _freeze(self.dataset_params), m_label))
         return cells
+
+    def _model(self, label: str, registry) -> tuple[str, str, dict]:
+        """(label, registry name, parameters) of one model of the grid: its own NAME[key=value] params
+        over ``model_params`` (the command line's --weights, --download, ...) where the model takes them."""
+        name, own = parse_item(label)
+        entry, _ = registry.resolve(name)
+        _check_params("model", label, own, entry.params)
+        shared = {k: v for k, v in self.model_params.items() if k in entry.params}
+        return label, name, {**shared, **own}
 
     @property
     def id(self) -> str:

@@ -50,7 +50,7 @@ def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]
         seen = {}
         for c in cells:
             if attacks_through_defense(c):
-                seen.setdefault((c.defense, c.threat_model),
+                seen.setdefault((c.model_key, c.defense, c.threat_model),
                                 (with_attack(c, "pgd", UNBOUNDED_PGD, UNBOUNDED_PGD["eps"]), None))
         out["unbounded"] = list(seen.values())
     if "not_converged" in checks:
@@ -67,7 +67,7 @@ def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]
             if entry.meta["gradient"] and entry.meta["budget"] and attacks_through_defense(c):
                 norm = attack_norm(c.attack_name, dict(c.attack_params))
                 params = {"max_iter": SQUARE_QUERIES, "norm": norm}
-                seen.setdefault((c.defense, c.eps, norm), (with_attack(c, "square", params, c.eps, "bpda"), None))
+                seen.setdefault((c.model_key, c.defense, c.eps, norm), (with_attack(c, "square", params, c.eps, "bpda"), None))
         out["blackbox_beats_whitebox"] = list(seen.values())
     return out
 

@@ -14,7 +14,7 @@ UNBOUNDED_MAX_TOP1 = 0.01  # a whole-range attack through a working gradient lea
 
 
 def row(check, cell, status, reason, numbers="", eps="cell"):
-    return {"check": check, "defense": cell.defense, "threat_model": cell.threat_model,
+    return {"check": check, "model": cell.model_label or cell.model, "defense": cell.defense, "threat_model": cell.threat_model,
             "eps": cell.eps if eps == "cell" else eps, "status": status, "reason": reason, "numbers": numbers}
 
 

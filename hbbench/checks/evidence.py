@@ -2,7 +2,7 @@
 per-image records (loaded once, on first use)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,14 @@ class Evidence:
 
     def done(self, cell: Cell) -> bool:
         return cell.id in self.summaries
+
+    def per_model(self) -> list["Evidence"]:
+        """This evidence split by model: checks and the worst case compare cells of one model only."""
+        keys = list(dict.fromkeys(c.model_key for c in self.cells))
+        return [replace(self, cells=[c for c in self.cells if c.model_key == key],
+                        auxiliary={check: [(a, b) for a, b in pairs if a.model_key == key]
+                                   for check, pairs in self.auxiliary.items()},
+                        _records=self._records) for key in keys]
 
     def groups(self, *keys: str) -> dict[tuple, list[Cell]]:
         """The grid's cells grouped by attributes, in grid order."""

@@ -10,5 +10,5 @@ from hbbench.checks.table import COLUMNS
 
 def check_table(ev: Evidence, names) -> pd.DataFrame:
     import_checks()
-    rows = [r for name in names for r in CHECKS.resolve(name)[0].factory(ev)]
+    rows = [r for one in ev.per_model() for name in names for r in CHECKS.resolve(name)[0].factory(one)]
     return pd.DataFrame(rows, columns=COLUMNS)

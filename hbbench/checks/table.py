@@ -7,14 +7,18 @@ import pandas as pd
 from hbbench.checks import STATUSES
 from hbbench.store import atomic_write_text
 
-COLUMNS = ["check", "defense", "threat_model", "eps", "status", "reason", "numbers"]
+COLUMNS = ["check", "model", "defense", "threat_model", "eps", "status", "reason", "numbers"]
 WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows (hbbench.checks.worst_case)
 
 
-def failed(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
-    """(defense, threat model) -> the checks that failed for it: its numbers are unverified."""
+def failed(table: pd.DataFrame, model: str | None = None) -> dict[tuple[str, str], list[str]]:
+    """(defense, threat model) -> the checks that failed for it (for ``model`` only, when given): its
+    numbers are unverified."""
     out: dict[tuple[str, str], list[str]] = {}
-    for r in table[table.status == "fail"].itertuples():
+    rows = table[table.status == "fail"]
+    if model is not None and "model" in rows:  # checks.csv of runs before model grids has no model column
+        rows = rows[rows.model == model]
+    for r in rows.itertuples():
         names = out.setdefault((r.defense, r.threat_model), [])
         if r.check not in names:
             names.append(r.check)

@@ -16,12 +16,16 @@ from hbbench.checks.table import WORST_CASE
 from hbbench.defenses.threat import THREAT_MODELS, get_threat_model
 
 
-
 def _knows(threat: str) -> int:
     return list(THREAT_MODELS).index(get_threat_model(threat).name)
 
 
 def rows(ev: Evidence) -> list[dict]:
+    return [r for one in ev.per_model() for r in _rows(one)]
+
+
+def _rows(ev: Evidence) -> list[dict]:
+    """The worst-case rows of one model's cells."""
     out = []
     for (defense, threat, eps), cells in ev.groups("defense", "threat_model", "eps").items():
         if eps is None:

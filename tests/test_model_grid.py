@@ -1,0 +1,80 @@
+"""Several models in one grid: cells gain the model dimension, each model's attacks run against it,
+the embedded model's cells are the ones a one-model run gives, and checks stay within a model."""
+import pandas as pd
+import pytest
+import torch
+
+from hbbench.api import sweep
+from hbbench.runner import plan_units
+from hbbench.spec import SweepSpec
+
+SECOND = "torchvision:resnet18"
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory):
+    """A small torchvision architecture with random weights, from a local checkpoint (no download)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return f"{SECOND}[weights={path}]"
+
+
+def grid(models, **kw) -> SweepSpec:
+    return SweepSpec(attacks=["fgsm", "pgd[max_iter=3]"], defenses=["jpeg"], models=models, n=3, batch_size=3,
+                     threat_models=["oblivious", "bpda"], **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, second_model):
+    out = tmp_path_factory.mktemp("models")
+    both = sweep(grid(["efficientnet_lite0", second_model]), out=out, run="both")
+    one = sweep(grid(["efficientnet_lite0"]), out=out, run="one")
+    return out, both, one, second_model
+
+
+def test_one_summary_holds_both_models(runs):
+    _, both, _, second = runs
+    cells = both[both.attack != "worst_case"]
+    assert list(dict.fromkeys(cells.model)) == ["efficientnet_lite0", second]
+    assert len(cells) == 2 * 2 * 2 * 2  # models x attacks x {none, jpeg} x threat models
+    worst = both[both.attack == "worst_case"]
+    assert set(worst.model) == {"efficientnet_lite0", second}  # one worst case per model, never mixed
+    # a random-weights network is right on no image: its clean top-1 is 0, the embedded one's is not
+    assert (cells[cells.model == second].clean_top1 == 0).all()
+    assert (cells[cells.model == "efficientnet_lite0"].clean_top1 > 0).all()
+
+
+def test_the_embedded_models_cells_equal_a_one_model_run(runs):
+    _, both, one, _ = runs
+    a = both[(both.model == "efficientnet_lite0") & (both.attack != "worst_case")].set_index("cell_id")
+    b = one[one.attack != "worst_case"].set_index("cell_id")
+    assert sorted(a.index) == sorted(b.index)  # same cells, same ids
+    cols = ["clean_top1", "adv_top1", "defended_clean_top1", "defended_adv_top1", "ndcg", "mrr", "linf"]
+    pd.testing.assert_frame_equal(a.loc[b.index, cols], b[cols])
+
+
+def test_each_model_is_attacked_on_its_own(runs):
+    out, both, _, _ = runs
+    pgd = both[(both.attack == "pgd[max_iter=3]") & (both.defense == "none") & (both.threat_model == "oblivious")]
+    assert len(pgd) == 2
+    for cid in pgd.cell_id:  # PGD lowered every image's true-class probability on the model it attacked
+        r = pd.read_parquet(out / "both" / "cells" / f"{cid}.parquet")
+        assert (r.adv_true_prob < r.clean_true_prob).all()
+
+
+def test_checks_name_their_model(runs):
+    out, _, _, second = runs
+    checks = pd.read_csv(out / "both" / "checks.csv")
+    assert set(checks.model) == {"efficientnet_lite0", second}
+
+
+def test_units_run_one_model_after_the_other(second_model):
+    cells = grid(["efficientnet_lite0", second_model], shard_size=1).cells()
+    units = plan_units(cells, 3, 1, lambda c, k: False)
+    models = [u.cells[0].model_key for u in units]
+    switches = sum(a != b for a, b in zip(models, models[1:]))
+    assert switches == 1  # all of one model's shards, then the other's: each model is loaded once
+    assert all(len({c.model_key for c in u.cells}) == 1 for u in units)
