@@ -22,6 +22,7 @@ from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
 from hbbench.integrity import set_aside_damaged
+from hbbench.plugins import load_refs as load_plugins, refuse_changed as refuse_changed_plugins
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
@@ -55,6 +56,7 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         spec = SweepSpec.from_dict(spec)
     else:
         spec.validate()
+    plugins = load_plugins(spec.plugins)  # before the grid: it may name the plugins' entries
     check_names = resolve_checks(checks)
     if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
         raise HBBenchError(f"check samples must be a positive integer, got {check_samples!r}")
@@ -71,11 +73,12 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     with _exclusive(store):
         set_aside_damaged(store, spec, on_event)  # damaged or foreign cells: moved aside, recomputed
         _refuse_other_spec(store, spec)
+        refuse_changed_plugins(store.root, (store.read_manifest() or {}).get("plugins"), plugins)
         _remove_temporaries(store)
         n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
         n_checked = min(check_samples, n_samples)
         _refuse_other_check_samples(store, extra, n_checked)
-        manifest = _start_manifest(store, spec, command)
+        manifest = _start_manifest(store, spec, command, plugins)
         n_shards = shard_count(n_samples, spec.shard_size)
         shards = {c.id: n_shards for c in cells} | {c.id: 1 for c in extra}
         for cell in cells:  # a run killed between its last shard and the merge
@@ -90,7 +93,7 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         try:
             for results in run_executor(units, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
                                         workers=workers, address=address, loader_workers=loader_workers,
-                                        threads=threads):
+                                        threads=threads, plugins=plugins):
                 for r in results:
                     store.write_shard(r.cell_id, r.shard, r.records, {
                         "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
@@ -152,7 +155,7 @@ def _now() -> str:
 
 
 def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
-    """Load the data (labels and image headers first, the cheap part) and the model, and check that
+    """Load the data (labels and image headers first, the cheap part) and every model, and check that
     they fit, before the run is marked as started: a bad file, weight or shape fails here with one
     message, not inside a worker. The in-process executor keeps what was loaded (no second model
     load); other executors load their own. Returns the number of samples."""
@@ -161,13 +164,18 @@ def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
     from hbbench.runner import check_compatible, get_context
 
     data = load_dataset(spec.dataset, n=spec.n, **spec.dataset_params)
-    if in_process:
-        classifier = get_context(cells[0], spec.batch_size, spec.device).classifier  # loads, checks the fit
-    else:
-        model = load_model(spec.model, **spec.model_params)
-        check_compatible(cells[0], model, data)
-        classifier = make_classifier(model, device="cpu")
-    _check_constructible(cells, classifier)
+    by_model: dict[tuple, list] = {}
+    for c in cells:
+        by_model.setdefault(c.model_key, []).append(c)
+    for model_cells in by_model.values():
+        first = model_cells[0]
+        if in_process:
+            classifier = get_context(first, spec.batch_size, spec.device).classifier  # loads, checks the fit
+        else:
+            model = load_model(first.model, **dict(first.model_params))
+            check_compatible(first, model, data)
+            classifier = make_classifier(model, device="cpu")
+        _check_constructible(model_cells, classifier)
     return len(data)
 
 
@@ -212,7 +220,7 @@ def _refuse_other_spec(store: RunStore, spec: SweepSpec) -> None:
                            "use another --run name or --out directory")
 
 
-def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> dict:
+def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None, plugins) -> dict:
     old = store.read_manifest()
     _refuse_other_spec(store, spec)
     new_spec = spec.to_dict()
@@ -227,6 +235,7 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None) -> di
         "last_started": _now(),
         "status": "running",
         **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
+        "plugins": [p.record() for p in plugins],
         "versions": _versions(),
         "git_revision": _git_revision(),
         "python": platform.python_version(),

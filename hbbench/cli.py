@@ -64,9 +64,9 @@ def main():
     """hbbench: how much does defense D help model M against attack A? (ART + Heat-and-Blur)"""
 
 
-SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "data": "dataset", "eps": "eps",
+SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "data": "dataset", "eps": "eps",
                "threat": "threat_models", "n": "n", "batch_size": "batch_size", "shard_size": "shard_size",
-               "device": "device", "seed": "seed"}
+               "device": "device", "seed": "seed", "plugin": "plugins"}
 
 
 @main.command()
@@ -74,7 +74,9 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
               help="Comma list of attack presets; NAME[key=value,...] overrides a preset's parameters.")
 @click.option("--defense", "--defenses", "-d", "defense", default="heatblur,jpeg", show_default=True,
               help="Comma list of defenses (`none` is always added); NAME[key=value,...] sets parameters.")
-@click.option("--model", "-m", default="efficientnet_lite0", show_default=True, help="Model name (hbbench list models).")
+@click.option("--model", "--models", "-m", "model", default="efficientnet_lite0", show_default=True,
+              help="Comma list of models (hbbench list models), compared in one grid; NAME[key=value,...] sets a "
+              "model's own parameters, e.g. 'torchvision:resnet18[weights=r18.pt]'.")
 @click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets).")
 @click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
 @click.option("--threat", default="oblivious,bpda", show_default=True,
@@ -90,6 +92,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "model", "d
               help="Parent directory of run directories.")
 @click.option("--run", "run_name", default=None, help="Run directory name (default: derived from the grid, so "
               "the same command resumes the same run).")
+@click.option("--plugin", multiple=True, help="A Python file or module registering your own models, datasets, "
+              "attacks or defenses (docs/plugins.md); repeatable.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="YAML file with sweep options (keys as in SweepSpec); flags given on the command line win.")
 @click.option("--weights", default=None, help="Model weights: a local state dict, or DEFAULT for torchvision's.")
@@ -115,14 +119,16 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
           loader_workers, threads, checks, check_samples, **flags):
     """Run an attack x defense x budget x threat-model grid, then check its attacks; resumable, one file
     per finished cell."""
+    from hbbench.plugins import load_refs as load_plugins
     from hbbench.spec import SweepSpec
 
     given = {SWEEP_FLAGS[k]: v for k, v in flags.items()
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
     defaults = {SWEEP_FLAGS[k]: v for k, v in flags.items()}
     spec = SweepSpec.from_yaml(config, **given) if config else SweepSpec.from_dict(defaults)
-    spec.model_params.update(_accepted("model", spec.model, weights=weights, download=download or None,
-                                       trust_checkpoint=trust_checkpoint or None))
+    load_plugins(spec.plugins)  # the flags below may name a plugin's model
+    spec.model_params.update(_model_flags(spec.models, weights=weights, download=download or None,
+                                          trust_checkpoint=trust_checkpoint or None))
     spec.dataset_params.update(_accepted("dataset", spec.dataset, download=download or None))
     if workers < 1 or loader_workers < 0 or (threads is not None and threads < 1):
         raise HBBenchError("--workers and --threads must be >= 1, --loader-workers >= 0")
@@ -134,6 +140,33 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
                    loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _model_flags(models: list[str], **options) -> dict:
+    """The model flags for a grid: with one model, as `_accepted` says; with several, a flag is given to
+    each model that takes it (and refused when none does), and --weights, which names one model's
+    file, is refused in favour of NAME[weights=PATH]."""
+    from hbbench.spec import parse_item
+
+    if len(models) == 1:
+        return _accepted("model", parse_item(models[0])[0], **options)
+    if options.get("weights") is not None:
+        raise HBBenchError("--weights names one model's weights; with several models give each its own: "
+                           "--model 'torchvision:resnet18[weights=PATH],...'")
+    taken = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if not any(_accepted_quietly(parse_item(m)[0], key) for m in models):
+            raise HBBenchError(f"none of the models {', '.join(models)} takes --{key.replace('_', '-')}")
+        taken[key] = value
+    return taken
+
+
+def _accepted_quietly(name: str, key: str) -> bool:
+    from hbbench.models import MODELS
+
+    return key in MODELS.resolve(name)[0].params
 
 
 def _accepted(kind: str, name: str, **options) -> dict:
@@ -185,8 +218,14 @@ def check(run_dir, checks, check_samples, executor, workers, address):
 @main.command("list")
 @click.argument("kind", type=click.Choice(["models", "datasets", "attacks", "defenses", "threat-models",
                                            "executors", "checks"]))
-def list_cmd(kind):
-    """List registered models, datasets, attacks, defenses, threat models, executors or checks."""
+@click.option("--plugin", multiple=True, help="Also list what these plugin files or modules register.")
+def list_cmd(kind, plugin):
+    """List registered models, datasets, attacks, defenses, threat models, executors or checks (and what
+    installed and --plugin plugins add: their source is shown)."""
+    if plugin or kind in ("models", "datasets", "attacks", "defenses"):
+        from hbbench.plugins import load_refs
+
+        load_refs(plugin)
     if kind == "threat-models":
         from hbbench.defenses.threat import THREAT_MODELS
 
@@ -196,7 +235,8 @@ def list_cmd(kind):
     entries = _registry(kind).entries()
     width = max([20] + [len(e.display_name) + 1 for e in entries])
     for entry in entries:
-        click.echo(f"{entry.display_name:{width}s} {entry.description}")
+        origin = "" if entry.source == "hbbench" else f" (plugin {entry.source})"
+        click.echo(f"{entry.display_name:{width}s} {entry.description}{origin}")
         params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.params.items())
         if params:
             click.echo(f"{'':{width}s}   params: {params}")

@@ -31,10 +31,14 @@ def _threads_per_worker(workers: int, threads: int | None = None) -> int:
     return threads or max(1, (os.cpu_count() or 1) // workers)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, plugins=()) -> None:
+    """A fresh worker: its torch threads, and the run's plugins in its registries."""
     import torch
 
+    from hbbench.plugins import load
+
     torch.set_num_threads(threads)
+    load(list(plugins))
 
 
 def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int) -> list[ShardResult]:
@@ -45,7 +49,7 @@ def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int
 
 @EXECUTORS.register("local", "this machine: in this process, or --workers spawned processes")
 def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers: int = 1,
-              loader_workers: int = 0, threads: int | None = None, **_) -> Results:
+              loader_workers: int = 0, threads: int | None = None, plugins=(), **_) -> Results:
     if workers < 1:
         raise HBBenchError(f"--workers must be >= 1, got {workers}")
     if workers == 1 or len(units) <= 1:
@@ -66,7 +70,7 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
 
     # spawn, not fork: forking a process that already runs torch threads can deadlock.
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(_threads_per_worker(workers, threads),)) as pool:
+                             initargs=(_threads_per_worker(workers, threads), tuple(plugins))) as pool:
         pending = {pool.submit(_run_in_worker, u, batch_size, device, loader_workers) for u in units}
         try:
             while pending:
@@ -80,7 +84,8 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
 
 @EXECUTORS.register("ray", "Ray tasks on a cluster (--address) or a local Ray instance")
 def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: int | None = None,
-            address: str | None = None, loader_workers: int = 0, threads: int | None = None, **_) -> Results:
+            address: str | None = None, loader_workers: int = 0, threads: int | None = None, plugins=(),
+            **_) -> Results:
     try:
         import ray
     except ImportError:
@@ -95,7 +100,8 @@ def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: 
         cpus = float(_threads_per_worker(workers or int(ray.available_resources().get("CPU", 1)), threads))
         gpus = 1 if device == "cuda" or (device == "auto" and ray.available_resources().get("GPU")) else 0
         task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_in_ray)
-        pending = [task.remote(u, batch_size, device, loader_workers, int(cpus)) for u in units]
+        shipped = ray.put(tuple(plugins))  # file plugins travel as source text: a node needs no copy
+        pending = [task.remote(u, batch_size, device, loader_workers, int(cpus), shipped) for u in units]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -104,8 +110,9 @@ def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: 
             ray.shutdown()
 
 
-def _run_in_ray(unit: Unit, batch_size: int, device: str, loader_workers: int, threads: int) -> list[ShardResult]:
+def _run_in_ray(unit: Unit, batch_size: int, device: str, loader_workers: int, threads: int,
+                plugins=()) -> list[ShardResult]:
     from hbbench.runner import run_unit
 
-    _init_worker(max(1, threads))
+    _init_worker(max(1, threads), plugins)
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)

@@ -8,6 +8,8 @@ factory receives ``<arg>`` as its first positional argument.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable
@@ -23,6 +25,7 @@ class Entry:
     prefix: bool = False
     skip: int = 0  # leading positional parameters supplied by the caller, not the user
     meta: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    source: str = "hbbench"  # who registered it: hbbench, or the plugin being imported (hbbench.plugins)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -36,19 +39,45 @@ class Entry:
         return f"{self.name}:<arg>" if self.prefix else self.name
 
 
+_SOURCE: ContextVar[str] = ContextVar("registering_source", default="hbbench")
+REGISTRIES: list["Registry"] = []  # every registry, so a plugin's registrations can be undone
+
+
+class DuplicateName(HBBenchError):
+    pass
+
+
+@contextmanager
+def registering_as(source: str):
+    """Entries registered inside this block are recorded as ``source``'s (a plugin's)."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def unregister_source(source: str) -> None:
+    """Remove every entry ``source`` registered, in every registry (a plugin reloaded or failed)."""
+    for registry in REGISTRIES:
+        registry._entries = {k: e for k, e in registry._entries.items() if e.source != source}
+
+
 class Registry:
     def __init__(self, kind: str, skip: int = 0):
         self.kind = kind
         self.skip = skip
         self._entries: dict[str, Entry] = {}
+        REGISTRIES.append(self)
 
     def register(self, name: str, description: str, prefix: bool = False, **meta):
         """Register ``factory`` under ``name``; ``meta`` holds what the kind declares about an entry
         (an attack's norm and whether it takes a budget), read back as ``entry.meta``."""
         def deco(factory):
             if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = Entry(name, factory, description, prefix, self.skip, MappingProxyType(meta))
+                raise DuplicateName(f"{self.kind} '{name}' is already registered by {self._entries[name].source}")
+            self._entries[name] = Entry(name, factory, description, prefix, self.skip, MappingProxyType(meta),
+                                        _SOURCE.get())
             return factory
 
         return deco

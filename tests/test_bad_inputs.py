@@ -77,6 +77,18 @@ def _evil_weights(tmp) -> str:
     return str(tmp / "evil.pt")
 
 
+def _plugin(tmp, text: str) -> str:
+    path = tmp / "my_plugin.py"
+    path.write_text(text)
+    return str(path)
+
+
+RAISES = "raise RuntimeError('no GPU here')\n"
+TAKES_JPEG = ("from hbbench.defenses import DEFENSES\n"
+              "@DEFENSES.register('jpeg', 'my jpeg')\n"
+              "def jpeg(classifier):\n    return None\n")
+
+
 # (id, build(tmp) -> extra args, keyword the error line must contain). Extra args come after TINY,
 # so they override it (click keeps the last value of a repeated option).
 CASES = [
@@ -92,6 +104,11 @@ CASES = [
     ("defense-param-out-of-range", lambda t: ["--defense", "jpeg[quality=200]"], "quality must be in 1..95"),
     ("tvm-prob-out-of-range", lambda t: ["--defense", "tvm[prob=0]"], "tvm prob must be in (0, 1]"),
     ("unknown-model", lambda t: ["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    ("unknown-model-among-valid", lambda t: ["--model", "efficientnet_lite0,resnet9000"],
+     "unknown model 'resnet9000'"),
+    ("model-twice", lambda t: ["--model", "efficientnet_lite0,efficientnet_lite0"], "given twice"),
+    ("weights-for-several-models", lambda t: ["--model", "efficientnet_lite0,torchvision:resnet18", "--weights",
+                                              "w.pt"], "give each its own"),
     ("unknown-torchvision-arch", lambda t: ["--model", "torchvision:resnet9000"], "resnet9000"),
     ("unknown-dataset", lambda t: ["--data", "mnist"], "unknown dataset 'mnist'"),
     ("unknown-threat", lambda t: ["--threat", "oblivious,whitebox"], "unknown threat model 'whitebox'"),
@@ -141,7 +158,8 @@ CASES = [
      "1501 classes"),
     ("yaml-unknown-key", lambda t: ["--config", _yaml(t, "attacks: [fgsm]\nepsilon: 4/255\n")], "epsilon"),
     ("yaml-wrong-type", lambda t: ["--config", _yaml(t, "seed: lots\n")], "seed must be an integer"),
-    ("yaml-list-for-model", lambda t: ["--config", _yaml(t, "model: [a, b]\n")], "model must be a string"),
+    ("yaml-unknown-model-in-list", lambda t: ["--config", _yaml(t, "models: [efficientnet_lite0, bogus]\n")],
+     "unknown model 'bogus'"),
     ("yaml-not-a-mapping", lambda t: ["--config", _yaml(t, "- fgsm\n- pgd\n")], "must be a mapping"),
     ("yaml-invalid", lambda t: ["--config", _yaml(t, "attacks: [fgsm\n")], "not valid YAML"),
     ("yaml-missing", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml"),
@@ -151,6 +169,11 @@ CASES = [
     ("weights-unsafe-pickle", lambda t: ["--model", "torchvision:resnet18", "--weights", _evil_weights(t)],
      "--trust-checkpoint"),
     ("checkpoint-needs-trust", lambda t: ["--model", f"checkpoint:{_evil_weights(t)}"], "--trust-checkpoint"),
+    ("plugin-file-missing", lambda t: ["--plugin", str(t / "nowhere.py")], "plugin file not found"),
+    ("plugin-module-missing", lambda t: ["--plugin", "no_such_plugin_module"], "cannot be found"),
+    ("plugin-raises-on-import", lambda t: ["--plugin", _plugin(t, RAISES)], "raised RuntimeError on import: no GPU"),
+    ("plugin-registers-existing-name", lambda t: ["--plugin", _plugin(t, TAKES_JPEG)],
+     "defense 'jpeg' is already registered by hbbench"),
 ]
 
 

@@ -54,7 +54,7 @@ def test_unknown_parameter_is_refused_with_what_it_takes(reg):
 
 
 def test_a_name_registers_once(reg):
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(HBBenchError, match="'plain' is already registered by hbbench"):
         reg.register("plain", "again")(lambda owner: None)
 
 

@@ -1,0 +1,104 @@
+"""Plugins: a user's defense (examples/bitdepth_median.py) in the grid from the command line, on every
+executor; the manifest records it; a changed plugin is refused on resume; installed packages' plugins
+come through the entry-point group."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hbbench.api import sweep
+from hbbench.cli import main
+from hbbench.errors import HBBenchError
+from hbbench.spec import SweepSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bitdepth_median.py"
+GRID = ["--attacks", "fgsm", "--defense", "bitdepth_median,jpeg", "--threat", "oblivious,bpda", "--n", "2",
+        "--shard-size", "1", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--checks", "none"]
+
+
+def _sweep_cli(out: Path, *extra) -> pd.DataFrame:
+    result = CliRunner().invoke(main, ["sweep", "--plugin", str(EXAMPLE), *GRID, "--out", str(out), "--run", "r",
+                                       *extra])
+    assert result.exit_code == 0, (result.output, result.exception)
+    table = pd.read_csv(out / "r" / "summary.csv")
+    return table[[c for c in table.columns if not c.endswith("_seconds")]]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    return _sweep_cli(out), out / "r"
+
+
+def test_the_plugins_defense_is_in_the_grid(local):
+    table, _ = local
+    assert set(table.defense) == {"none", "bitdepth_median", "jpeg"}
+    bitmed = table[(table.defense == "bitdepth_median") & (table.threat_model == "bpda")]
+    assert bitmed.attack_gradient.iloc[0].startswith("identity (BPDA")  # a PyTorch preprocessor, wrapped for BPDA
+
+
+def test_the_manifest_records_the_plugin_and_its_hash(local):
+    import hashlib
+
+    _, run_dir = local
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["spec"]["plugins"] == [str(EXAMPLE)]
+    assert {"plugin": str(EXAMPLE), "kind": "file",
+            "sha256": hashlib.sha256(EXAMPLE.read_text().encode()).hexdigest()} in manifest["plugins"]
+
+
+def test_worker_pool_matches_local(local, tmp_path):
+    table, _ = local
+    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--workers", "2"), table)
+
+
+def test_ray_matches_local(local, tmp_path):
+    pytest.importorskip("ray")
+    table, _ = local
+    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--executor", "ray", "--workers", "2"), table)
+
+
+def _tiny(plugin: Path, **kw) -> SweepSpec:
+    return SweepSpec(attacks=["fgsm"], defenses=["mine"], threat_models=["oblivious"], n=1,
+                     plugins=[str(plugin)], **kw)
+
+
+def test_resuming_with_a_changed_plugin_is_refused(tmp_path):
+    plugin = tmp_path / "mine.py"
+    plugin.write_text(EXAMPLE.read_text().replace('"bitdepth_median"', '"mine"'))  # its own name in this process
+    sweep(_tiny(plugin), out=tmp_path, run="r", checks="none")
+    before = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    plugin.write_text(plugin.read_text().replace("bits: int = 4", "bits: int = 3"))
+    with pytest.raises(HBBenchError, match=r"other plugins \(.*mine.py changed \(sha256"):
+        sweep(_tiny(plugin), out=tmp_path, run="r", checks="none")
+    # the refusal came before any work: the run still holds what the first plugin made
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text()) == before
+
+
+def test_yaml_plugins_key_is_read_relative_to_where_it_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = tmp_path / "spec.yaml"
+    config.write_text("plugins: [examples/bitdepth_median.py]\ndefenses: [bitdepth_median]\n")
+    spec = SweepSpec.from_yaml(config)
+    assert spec.plugins == [str(EXAMPLE)]  # absolute: a resumed run finds it from anywhere
+
+
+def test_an_installed_packages_entry_point_plugin_is_listed(tmp_path):
+    """A package declaring `[hbbench.plugins]` in its entry points is picked up without --plugin."""
+    site = tmp_path / "site"
+    (site / "hbdemo_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "hbdemo_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hbdemo-plugin\n"
+                                                                  "Version: 0.1\n")
+    (site / "hbdemo_plugin-0.1.dist-info" / "entry_points.txt").write_text("[hbbench.plugins]\ndemo = hbdemo_plugin\n")
+    (site / "hbdemo_plugin.py").write_text(EXAMPLE.read_text().replace('"bitdepth_median"', '"demo_installed"'))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-m", "hbbench.cli", "list", "defenses"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "demo_installed" in out.stdout and "(plugin hbdemo_plugin)" in out.stdout
