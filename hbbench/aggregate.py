@@ -28,6 +28,8 @@ def summary_table(summaries: list[dict], order: list[str] | None = None) -> pd.D
 
 
 def _compact(df: pd.DataFrame, columns) -> pd.DataFrame:
+    if "model" in df and df["model"].nunique() > 1 and "model" not in columns:  # a model grid: say whose row
+        columns = ["model", *columns]
     view = df[[c for c in columns if c in df.columns]].copy()
     if "eps" in view:
         view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
