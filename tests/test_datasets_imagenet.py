@@ -37,7 +37,6 @@ def _devkit(root: Path, val_synsets: list[str], monkeypatch) -> None:
     """ROOT/ILSVRC2012_devkit_t12.tar.gz: meta.mat (the 1000 leaves with shuffled ids and one non-leaf,
     which torchvision skips) and the val ground truth (one ILSVRC2012 id per line)."""
     import scipy.io
-    from torchvision.datasets import imagenet as tv
 
     synsets = imagenet_synsets()
     ids = np.random.default_rng(1).permutation(len(synsets)) + 1
