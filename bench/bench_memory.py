@@ -31,9 +31,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = repeated_folder(Path(tmp) / "data", 5)
         peaks = {}
-        for n in (100, 1000):
+        for n in (100, 1000):  # [sample=first]: bench/README.md's figures read the first n images
             seconds, peaks[n] = run_cli(["sweep", "--attacks", "fgsm", "--defense", "none", "--threat", "oblivious",
-                                         "--data", f"imagefolder:{folder}", "--n", str(n),
+                                         "--data", f"imagefolder:{folder}[sample=first]", "--n", str(n),
                                          "--shard-size", str(args.shard_size)], str(Path(tmp) / f"out{n}"))
             print(f"  {n} images: {seconds:.0f} s, peak RSS {peaks[n]} MiB", flush=True)
     print(f"machine: {machine()}")

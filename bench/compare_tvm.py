@@ -34,12 +34,12 @@ def main(argv=None):
 
     from hbbench.attacks import make_attack
     from hbbench.classifier import make_classifier
-    from hbbench.datasets import load_dataset
+    from hbbench.datasets import load_first
     from hbbench.defenses import make_defense
     from hbbench.runner import apply_defense, seed_everything
 
     clf = make_classifier("efficientnet_lite0", device="cpu")
-    ds = load_dataset(args.data, n=args.n)
+    ds = load_first(args.data, n=args.n)  # docs/defenses.md's figures: the first N, not a stratified draw
     x, y = ds.x, ds.y
     log(f"{len(y)} images from {args.data}; crafting PGD-10 4/255 against the undefended model")
     seed_everything("compare_tvm", "pgd")

@@ -3,7 +3,7 @@
 The Python API (each name is documented where it is defined):
 
     load_model(name)                       -> LoadedModel      hbbench.models
-    load_dataset(name, n=None)             -> Dataset          hbbench.datasets
+    load_dataset(name, n=None, seed=0)     -> Dataset          hbbench.datasets
     make_classifier(model, defenses=(), device="auto") -> ART PyTorchClassifier   hbbench.classifier
     make_attack(name, classifier, **params)  -> ART EvasionAttack                hbbench.attacks
     make_defense(name, classifier, **params) -> ART Preprocessor (or None)       hbbench.defenses

@@ -163,7 +163,7 @@ def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
     from hbbench.models import load_model
     from hbbench.runner import check_compatible, get_context
 
-    data = load_dataset(spec.dataset, n=spec.n, **spec.dataset_params)
+    data = load_dataset(spec.dataset, n=spec.n, seed=spec.seed, **spec.dataset_params)
     by_model: dict[tuple, list] = {}
     for c in cells:
         by_model.setdefault(c.model_key, []).append(c)

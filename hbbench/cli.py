@@ -77,7 +77,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
 @click.option("--model", "--models", "-m", "model", default="efficientnet_lite0", show_default=True,
               help="Comma list of models (hbbench list models), compared in one grid; NAME[key=value,...] sets a "
               "model's own parameters, e.g. 'torchvision:resnet18[weights=r18.pt]'.")
-@click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets).")
+@click.option("--data", default="imagenet-samples", show_default=True, help="Dataset name (hbbench list datasets), "
+              "parameters in brackets: \"imagefolder:PATH[sample=first]\".")
 @click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
 @click.option("--threat", default="oblivious,bpda", show_default=True,
               help="Threat models (hbbench list threat-models): oblivious, bpda, adaptive.")

@@ -1,9 +1,12 @@
 """Dataset registry: every factory returns a ``Dataset`` of float32 images in [0, 1], channels
-first, with int64 labels, in a fixed order so ``n`` always takes the same first N samples."""
+first, with int64 labels, in a fixed order. ``n`` takes the first N samples, except that the image-file
+datasets (imagefolder, imagenet) draw N class-balanced ones from ``seed`` by default (``sample="first"``:
+the first N)."""
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from hbbench.registry import Registry
 
 DATASETS = Registry("dataset")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SAMPLING = ("stratified", "first")
 
 
 class Dataset:
@@ -118,26 +122,144 @@ def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
     return Dataset("imagenet-samples", y, 1000, [p.name for p in files], paths=files, size=size)
 
 
-@DATASETS.register("imagefolder", "images in ImageNet synset folders (PATH/<synset>/<image>); class "
-                   "index from timm's ImageNet synset list, so a subset keeps true indices", prefix=True)
-def imagefolder(path: str, n: int | None = None, size: int = 224) -> Dataset:
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise HBBenchError(f"image folder not found: {root}")
+def _subset(samples: list, n: int | None, seed: int, sample: str) -> list:
+    """``n`` of ``samples`` ((path, class) pairs), kept in their fixed order so ids and reading order
+    are stable. ``first``: the first n. ``stratified``: classes and each class's images shuffled from
+    ``seed``, then one image per class in turn until n, because the first n of a sorted folder are a
+    few classes only."""
+    if sample not in SAMPLING:
+        raise HBBenchError(f"sample must be {' or '.join(SAMPLING)}, got {sample!r}")
+    if n is None or n >= len(samples):
+        return samples
+    if sample == "first":
+        return samples[:n]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:  # what default_rng accepts
+        raise HBBenchError(f"stratified sampling needs a seed >= 0, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(samples):
+        by_class.setdefault(label, []).append(i)
+    queues = [rng.permutation(by_class[c]) for c in rng.permutation(sorted(by_class))]
+    picked = [i for turn in zip_longest(*queues) for i in turn if i is not None][:n]
+    return [samples[i] for i in sorted(picked)]
+
+
+def _synset_folders(root: Path) -> list[tuple[Path, int]]:
+    """(image, class index) under root/<synset>/, in (synset, file name) order; the index is the
+    synset's position in timm's list, so a subset of the classes keeps true ImageNet indices."""
     index = {s: i for i, s in enumerate(imagenet_synsets())}
     samples = []
     for sub in sorted(d for d in root.iterdir() if d.is_dir()):
         if sub.name not in index:
             raise HBBenchError(f"folder {sub} is not an ImageNet synset (expected names like n01440764)")
         samples += [(p, index[sub.name]) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return samples
+
+
+def _image_dataset(name: str, samples: list[tuple[Path, int]], ids: list[str], size: int) -> Dataset:
+    paths = [p for p, _ in samples]
+    _check_images(paths)
+    return Dataset(name, np.array([c for _, c in samples], np.int64), 1000, ids, paths=paths, size=size)
+
+
+@DATASETS.register("imagefolder", "images in ImageNet synset folders (PATH/<synset>/<image>); class "
+                   "index from timm's ImageNet synset list, so a subset keeps true indices", prefix=True)
+def imagefolder(path: str, n: int | None = None, seed: int = 0, sample: str = "stratified",
+                size: int = 224) -> Dataset:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise HBBenchError(f"image folder not found: {root}")
+    samples = _synset_folders(root)
     if not samples:
         raise HBBenchError(f"no images found under {root} (expected {root}/<synset>/<image>.JPEG)")
-    samples = samples[:n]
-    paths = [p for p, _ in samples]
-    y = np.array([c for _, c in samples], np.int64)
-    _check_images(paths)
-    return Dataset(f"imagefolder:{path}", y, 1000, [f"{p.parent.name}/{p.name}" for p in paths], paths=paths,
-                   size=size)
+    samples = _subset(samples, n, seed, sample)
+    return _image_dataset(f"imagefolder:{path}", samples, [f"{p.parent.name}/{p.name}" for p, _ in samples], size)
+
+
+@DATASETS.register("imagenet", "ImageNet as torchvision.datasets.ImageNet reads it: ROOT holds the devkit "
+                   "(or meta.bin) and val/, flat or in synset folders (or ILSVRC2012_img_val.tar)", prefix=True)
+def imagenet(root: str, split: str = "val", n: int | None = None, seed: int = 0, sample: str = "stratified",
+             size: int = 224) -> Dataset:
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise HBBenchError(f"imagenet: {base} not found")
+    if split not in ("train", "val"):
+        raise HBBenchError(f"imagenet: split must be train or val, got {split!r}")
+    samples = _subset(_imagenet_split(base, split, _imagenet_val_wnids(base)), n, seed, sample)
+    return _image_dataset(f"imagenet:{root}", samples, [p.name for p, _ in samples], size)
+
+
+# The devkit and archives are read by torchvision's own functions (the devkit's .mat layout, its md5
+# checks, the val archive's extraction), so ROOT is read exactly as torchvision.datasets.ImageNet does.
+def _imagenet_val_wnids(root: Path) -> list[str]:
+    """The devkit's validation labels (wnids, in file-name order), after checking its classes are the
+    model's: the devkit is parsed once into ROOT/meta.bin, as torchvision does."""
+    import pickle
+    import tarfile
+
+    from torchvision.datasets import imagenet as tv
+
+    devkit, meta = root / tv.ARCHIVE_META["devkit"][0], root / tv.META_FILE
+    if not meta.is_file():
+        if not devkit.is_file():
+            raise HBBenchError(f"imagenet: {root} has no devkit: expected {devkit.name} or {meta.name} in it")
+        try:
+            tv.parse_devkit_archive(str(root))
+        except (RuntimeError, OSError, tarfile.TarError, KeyError, ValueError) as exc:
+            raise HBBenchError(f"imagenet: cannot parse {devkit}: {_first_line(exc)}") from None
+    try:
+        wnid_to_classes, val_wnids = tv.load_meta_file(str(root))
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise HBBenchError(f"imagenet: cannot read {meta}: {_first_line(exc)}") from None
+    # torchvision indexes the sorted wnids and timm's list is sorted: equal lists, equal class indices
+    if sorted(wnid_to_classes) != list(imagenet_synsets()):
+        raise HBBenchError(f"imagenet: the devkit's {len(wnid_to_classes)} classes are not the 1000 ImageNet "
+                           "synsets the models are indexed by")
+    return val_wnids
+
+
+def _imagenet_split(root: Path, split: str, val_wnids: list[str]) -> list[tuple[Path, int]]:
+    """(image, class index) of ROOT/<split>, in file-name order whether the folder is flat (the
+    official val layout, labelled by the devkit) or sorted into synset folders."""
+    folder = root / split
+    if not folder.is_dir():
+        _extract_split(root, split)
+    entries = list(folder.iterdir())
+    files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if any(p.is_dir() for p in entries):
+        if files:
+            raise HBBenchError(f"imagenet: {folder} holds both synset folders and loose images (a half-sorted "
+                               "extraction?)")
+        samples = sorted(_synset_folders(folder), key=lambda s: s[0].name)
+        if not samples:
+            raise HBBenchError(f"imagenet: no images found under {folder}")
+        return samples
+    if split != "val":
+        raise HBBenchError(f"imagenet: a flat {folder} has no labels; only val's are in the devkit")
+    if len(files) != len(val_wnids):
+        raise HBBenchError(f"imagenet: {folder} holds {len(files)} images but the devkit labels {len(val_wnids)}; "
+                           "a flat val folder must hold them all (or sort a subset into synset folders)")
+    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    return [(p, index[wnid]) for p, wnid in zip(files, val_wnids)]
+
+
+def _extract_split(root: Path, split: str) -> None:
+    """No ROOT/<split> yet: torchvision's ImageNet extracts its archive there, sorted into synset folders."""
+    import tarfile
+
+    import torchvision
+
+    archive = root / torchvision.datasets.imagenet.ARCHIVE_META[split][0]
+    if not archive.is_file():
+        raise HBBenchError(f"imagenet: {root} has no {split}/ folder and no {archive.name}")
+    try:
+        torchvision.datasets.ImageNet(str(root), split=split)
+    except (RuntimeError, OSError, tarfile.TarError) as exc:
+        raise HBBenchError(f"imagenet: cannot extract {archive}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @DATASETS.register("cifar10", "CIFAR-10 test set through torchvision (downloads only with download=true)")
@@ -183,11 +305,23 @@ def npz(path: str, n: int | None = None) -> Dataset:
                    x=np.ascontiguousarray(x))
 
 
-def load_dataset(name: str = "imagenet-samples", n: int | None = None, **params) -> Dataset:
-    """Load a registered dataset (``imagenet-samples``, ``imagefolder:PATH``, ``cifar10``,
-    ``npz:PATH``); ``n`` takes the first N samples in the dataset's fixed order."""
+def load_dataset(name: str = "imagenet-samples", n: int | None = None, seed: int = 0, **params) -> Dataset:
+    """Load a registered dataset (``imagenet-samples``, ``imagefolder:PATH``, ``imagenet:ROOT``,
+    ``cifar10``, ``npz:PATH``); ``n`` takes N samples: the first N in the dataset's fixed order, or
+    for the datasets that sample (``imagefolder``, ``imagenet``), N drawn from ``seed``."""
     _check_n(n)
+    if "seed" in DATASETS.resolve(name)[0].params:
+        params["seed"] = seed
     ds = DATASETS.create(name, n=n, **params)
     if len(ds) == 0:
         raise HBBenchError(f"dataset {name} is empty")
     return ds
+
+
+def load_first(name: str, n: int | None = None, **params) -> Dataset:
+    """The first ``n`` samples in the dataset's fixed order, also where ``n`` would otherwise draw a
+    stratified subset: an image index means that position, and some documented tables were measured
+    on the first N images."""
+    if "sample" in DATASETS.resolve(name)[0].params:
+        params.setdefault("sample", "first")
+    return load_dataset(name, n=n, **params)

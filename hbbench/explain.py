@@ -26,12 +26,12 @@ def panels_per_row(top_k: int) -> int:
 def _image(image_or_index, dataset: str, size: int):
     """(x (1,3,H,W) float32 in [0,1], label or None, readable id)."""
     if isinstance(image_or_index, (int, np.integer)) or (isinstance(image_or_index, str) and image_or_index.isdigit()):
-        from hbbench.datasets import load_dataset
+        from hbbench.datasets import load_first
 
         i = int(image_or_index)
         if i < 0:
             raise HBBenchError(f"image index must be >= 0, got {i}")
-        ds = load_dataset(dataset, n=i + 1)
+        ds = load_first(dataset, n=i + 1)  # index i is the i-th image of the fixed order
         if i >= len(ds):
             raise HBBenchError(f"dataset '{dataset}' has {len(ds)} images; index {i} is out of range")
         return ds.x[i:i + 1], int(ds.y[i]), (ds.ids[i] if ds.ids else f"{dataset}[{i}]")

@@ -60,7 +60,7 @@ class Context:
 
     def __init__(self, cell: Cell, batch_size: int, device: str):
         model = load_model(cell.model, **dict(cell.model_params))
-        self.dataset: Dataset = load_dataset(cell.dataset, n=cell.n, **dict(cell.dataset_params))
+        self.dataset: Dataset = load_dataset(cell.dataset, n=cell.n, seed=cell.seed, **dict(cell.dataset_params))
         check_compatible(cell, model, self.dataset)
         self.classifier = make_classifier(model, device=device)
         self.device = device

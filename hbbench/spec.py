@@ -212,6 +212,9 @@ class SweepSpec:
         for key in ("dataset", "device"):
             if not isinstance(getattr(self, key), str):
                 raise HBBenchError(f"{source}: {key} must be a string, got {getattr(self, key)!r}")
+        if self.dataset.rstrip().endswith("]"):  # 'imagefolder:X[sample=first]'; a bare path may hold any character
+            self.dataset, params = parse_item(self.dataset)
+            self.dataset_params = {**self.dataset_params, **params}
         if not self.attacks:
             raise HBBenchError(f"{source}: no attack given")
         if not self.models:
@@ -235,7 +238,9 @@ class SweepSpec:
         from hbbench.models import MODELS
 
         models = [self._model(label, MODELS) for label in self.models]
-        DATASETS.resolve(self.dataset)
+        accepted = DATASETS.resolve(self.dataset)[0].params
+        _check_params("dataset", self.dataset, self.dataset_params,
+                      {k: v for k, v in accepted.items() if k not in ("n", "seed")})  # those are --n and --seed
         defenses = ["none"] + [d for d in self.defenses if d != "none"]
         cells = []
         for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in self.attacks):

@@ -36,6 +36,21 @@ def _imagefolder(tmp, content: bytes | None) -> str:
     return f"imagefolder:{root}"
 
 
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _imagenet_without_devkit(tmp) -> str:
+    (tmp / "imagenet" / "val").mkdir(parents=True)
+    return f"imagenet:{tmp / 'imagenet'}"
+
+
 def _not_synsets(tmp) -> str:
     (tmp / "pets" / "cats").mkdir(parents=True)
     return f"imagefolder:{tmp / 'pets'}"
@@ -144,6 +159,10 @@ CASES = [
     ("imagefolder-empty-image", lambda t: ["--data", _imagefolder(t, b"")], "cannot read image"),
     ("imagefolder-no-images", lambda t: ["--data", _imagefolder(t, None)], "no images found"),
     ("imagefolder-not-a-synset", lambda t: ["--data", _not_synsets(t)], "not an ImageNet synset"),
+    ("dataset-unknown-param", lambda t: ["--data", _imagefolder(t, _png()) + "[bogus=1]"], "no parameter bogus"),
+    ("dataset-sample-unknown", lambda t: ["--data", _imagefolder(t, _png()) + "[sample=random]"],
+     "sample must be stratified or first"),
+    ("imagenet-no-devkit", lambda t: ["--data", _imagenet_without_devkit(t)], "has no devkit"),
     ("npz-missing", lambda t: ["--data", f"npz:{t / 'none.npz'}"], "npz file not found"),
     ("npz-not-an-npz", lambda t: ["--data", "npz:" + _yaml(t, "not a zip")], "cannot read npz"),
     ("npz-3d-images", _npz_args(np.zeros((2, 224, 224), np.float32), np.array([0, 1])), "4 dimensions"),
