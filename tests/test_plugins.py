@@ -53,6 +53,14 @@ def test_the_manifest_records_the_plugin_and_its_hash(local):
             "sha256": hashlib.sha256(EXAMPLE.read_text().encode()).hexdigest()} in manifest["plugins"]
 
 
+def test_verify_reads_a_plugin_runs_grid(local):
+    from hbbench.integrity import OK, verify_run
+
+    _, run_dir = local
+    _, findings = verify_run(run_dir)
+    assert {f.status for f in findings} == {OK} and len(findings) > 1
+
+
 def test_worker_pool_matches_local(local, tmp_path):
     table, _ = local
     pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--workers", "2"), table)
