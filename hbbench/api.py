@@ -67,6 +67,8 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
     store = RunStore(Path(out) / (run or default_run_name(spec)), spec_id=spec.id)
     if require_finished:
         _refuse_unfinished(store, cells)
+    # data and models first: a bad file, weight or shape is refused before the run directory exists
+    n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
     store.ensure_writable()
     run_executor = get_executor(executor)
     on_event = on_event or (lambda *a, **k: None)
@@ -75,7 +77,6 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         _refuse_other_spec(store, spec)
         refuse_changed_plugins(store.root, (store.read_manifest() or {}).get("plugins"), plugins)
         _remove_temporaries(store)
-        n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
         n_checked = min(check_samples, n_samples)
         _refuse_other_check_samples(store, extra, n_checked)
         manifest = _start_manifest(store, spec, command, plugins)

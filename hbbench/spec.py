@@ -241,6 +241,9 @@ class SweepSpec:
         accepted = DATASETS.resolve(self.dataset)[0].params
         _check_params("dataset", self.dataset, self.dataset_params,
                       {k: v for k, v in accepted.items() if k not in ("n", "seed")})  # those are --n and --seed
+        # Which images --n draws is part of a cell: a run made before stratified sampling (first N)
+        # must not be resumed with stratified draws, so the default is written into the cell.
+        data_params = {**({"sample": accepted["sample"]} if "sample" in accepted else {}), **self.dataset_params}
         defenses = ["none"] + [d for d in self.defenses if d != "none"]
         cells = []
         for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in self.attacks):
@@ -257,7 +260,7 @@ class SweepSpec:
                     for threat in self.threat_models:
                         cells.append(Cell(m_name, self.dataset, self.n, self.seed, a_label, a_name,
                                           _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
-                                          _freeze(m_params), _freeze(self.dataset_params), m_label))
+                                          _freeze(m_params), _freeze(data_params), m_label))
         return cells
 
     def _model(self, label: str, registry) -> tuple[str, str, dict]:

@@ -216,6 +216,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(runner, tmp_path, monke
     assert not result.stdout.strip()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "cells" in p.parts]
     assert written == []  # no cell or shard file, complete or partial
+    assert not out.exists() or not any(out.iterdir())  # not even an empty run directory
     assert not (tmp_path / "pwned").exists()  # an unsafe pickle never ran
 
 
