@@ -53,8 +53,9 @@ def embedded(n: int = 20, device: str = "auto"):
     return make_classifier("efficientnet_lite0", device=device), load_dataset("imagenet-samples", n=n)
 
 
-def run_cli(args: list[str], out_dir: str) -> tuple[float, int]:
-    """Run `hbbench <args> --out out_dir` in a fresh process; return (wall seconds, peak RSS in MiB).
+def run_cli(args: list[str], out_dir: str, python: str | None = None) -> tuple[float, int]:
+    """Run `hbbench <args> --out out_dir` in a fresh process (of ``python``: another checkout's
+    interpreter times another revision); return (wall seconds, peak RSS in MiB).
 
     The peak comes from getrusage(RUSAGE_CHILDREN) of a wrapper process that runs only that one
     command, so it is that command's own high-water mark (worker processes included via waits)."""
@@ -68,6 +69,6 @@ def run_cli(args: list[str], out_dir: str) -> tuple[float, int]:
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
     )
-    cmd = [sys.executable, "-c", wrapper, sys.executable, "-m", "hbbench.cli", *args, "--out", out_dir]
+    cmd = [sys.executable, "-c", wrapper, python or sys.executable, "-m", "hbbench.cli", *args, "--out", out_dir]
     seconds, rss_kib = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return seconds, rss_kib // 1024
