@@ -1,7 +1,7 @@
 """The report's figures (matplotlib, Agg). Every function takes tidy pandas frames and returns a Figure.
 
 Colours: one Okabe-Ito colour per defense, fixed across every figure of a report (``defense_colors``);
-markers tell attacks apart; every panel is titled with its threat model."""
+markers tell attacks (or, comparing models, models) apart; every panel is titled with its threat model."""
 from __future__ import annotations
 
 import io
@@ -45,8 +45,9 @@ def defense_colors(defenses: list[str]) -> dict[str, str]:
     return colors
 
 
-def attack_markers(attacks: list[str]) -> dict[str, str]:
-    return {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(attacks)}
+def label_markers(labels: list[str]) -> dict[str, str]:
+    """One marker per label (a run's attacks, or a grid's models), in order (cycling past eight)."""
+    return {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(labels)}
 
 
 def eps_label(eps) -> str:
@@ -134,30 +135,13 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.array(sorted(keep, key=lambda k: (points[k][0], -points[k][1])), dtype=int)
 
 
-def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, str], markers: dict[str, str]):
-    """Scatter of defended clean top-1 (x) vs defended adversarial top-1 (y), one point per defense per
-    attack (at the attack's largest budget), one panel per threat model; a dashed line joins each
-    attack's Pareto front (the defenses no other defense beats on both clean and robust accuracy)."""
+def _accuracy_panels(threats: list[str]):
+    """One clean-vs-adversarial top-1 panel per threat model, the dotted 'no loss under attack' diagonal
+    drawn; returns the figure and its axes."""
     plt = _plt()
-    from matplotlib.lines import Line2D
-
     fig, axes = plt.subplots(1, len(threats), figsize=(4.8 * len(threats), 4.3), squeeze=False, sharey=True)
-    for j, threat in enumerate(threats):
-        ax = axes[0][j]
+    for j, (ax, threat) in enumerate(zip(axes[0], threats)):
         ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":")
-        sub = points[points.threat_model == threat]
-        for attack, marker in markers.items():
-            pts = sub[sub.attack == attack]
-            if pts.empty:
-                continue
-            for row in pts.itertuples():
-                ax.scatter(row.defended_clean_top1, row.defended_adv_top1, s=70, marker=marker,
-                           facecolor=colors.get(row.defense, "#777777"), edgecolor="black", lw=0.6, zorder=3,
-                           alpha=0.9)
-            xy = pts[["defended_clean_top1", "defended_adv_top1"]].to_numpy(float)
-            front = pareto_front(xy)
-            if len(front) > 1:
-                ax.plot(xy[front, 0], xy[front, 1], color="#555555", lw=1, ls="--", zorder=2)
         ax.set_title(get_threat_model(threat).title, fontsize=9.5)
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
@@ -165,14 +149,63 @@ def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, 
         if j == 0:
             ax.set_ylabel("adversarial top-1 with the defense (fraction)")
         ax.grid(alpha=0.3)
+    return fig, list(axes[0])
+
+
+def _point(ax, x, y, marker: str, color: str):
+    ax.scatter(x, y, s=70, marker=marker, facecolor=color, edgecolor="black", lw=0.6, zorder=3, alpha=0.9)
+
+
+def _legend(fig, colors: dict[str, str], markers: dict[str, str], title: str, extra=()):
+    """Colour swatches per defense, then a hollow marker per ``markers`` key, then ``extra`` handles."""
+    from matplotlib.lines import Line2D
+
     handles = [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="black", ms=8, label=d)
                for d, c in colors.items()]
     handles += [Line2D([], [], marker=m, ls="", markerfacecolor="white", markeredgecolor="black", ms=8, label=a)
                 for a, m in markers.items()]
-    handles.append(Line2D([], [], color="#555555", ls="--", label="Pareto front (per attack)"))
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-               title="colour = defense\nshape = attack")
+    fig.legend(handles=handles + list(extra), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               title=title)
     fig.tight_layout()
+
+
+def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, str], markers: dict[str, str]):
+    """Scatter of defended clean top-1 (x) vs defended adversarial top-1 (y), one point per defense per
+    attack (at the attack's largest budget), one panel per threat model; a dashed line joins each
+    attack's Pareto front (the defenses no other defense beats on both clean and robust accuracy)."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = _accuracy_panels(threats)
+    for ax, threat in zip(axes, threats):
+        sub = points[points.threat_model == threat]
+        for attack, marker in markers.items():
+            pts = sub[sub.attack == attack]
+            if pts.empty:
+                continue
+            for row in pts.itertuples():
+                _point(ax, row.defended_clean_top1, row.defended_adv_top1, marker,
+                       colors.get(row.defense, "#777777"))
+            xy = pts[["defended_clean_top1", "defended_adv_top1"]].to_numpy(float)
+            front = pareto_front(xy)
+            if len(front) > 1:
+                ax.plot(xy[front, 0], xy[front, 1], color="#555555", lw=1, ls="--", zorder=2)
+    _legend(fig, colors, markers, "colour = defense\nshape = attack",
+            [Line2D([], [], color="#555555", ls="--", label="Pareto front (per attack)")])
+    return fig
+
+
+def models_clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, str],
+                           markers: dict[str, str]):
+    """The models of a grid side by side: defended clean top-1 (x) vs defended adversarial top-1 (y),
+    one point per model per defense (``points``: columns model, defense, threat_model,
+    defended_clean_top1, defended_adv_top1), one panel per threat model; colour = defense, marker =
+    model (``markers``: model -> marker)."""
+    fig, axes = _accuracy_panels(threats)
+    for ax, threat in zip(axes, threats):
+        for row in points[points.threat_model == threat].itertuples():
+            _point(ax, row.defended_clean_top1, row.defended_adv_top1, markers[row.model],
+                   colors.get(row.defense, "#777777"))
+    _legend(fig, colors, markers, "colour = defense\nshape = model")
     return fig
 
 

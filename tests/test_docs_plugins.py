@@ -74,3 +74,7 @@ def test_the_model_grid_holds_both_models_and_the_report_compares_them(walked):
     assert (summary[summary.model.str.startswith("tiny_cnn")].clean_top1 == 0).all()
     report = (run / "report.md").read_text()
     assert "tiny_cnn[weights=tiny_cnn.pt]" in report and "efficientnet_lite0" in report
+    # as the doc says: a comparison (table and scatter) first, then each model's own sections
+    assert report.index("## Models compared") < report.index("## Model: efficientnet_lite0") \
+        < report.index("## Model: tiny_cnn[weights=tiny_cnn.pt]")
+    assert (run / "report_files" / "models_compared.png").is_file()

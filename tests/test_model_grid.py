@@ -2,24 +2,10 @@
 the embedded model's cells are the ones a one-model run gives, and checks stay within a model."""
 import pandas as pd
 import pytest
-import torch
 
 from hbbench.api import sweep
 from hbbench.runner import plan_units
 from hbbench.spec import SweepSpec
-
-SECOND = "torchvision:resnet18"
-
-
-@pytest.fixture(scope="module")
-def second_model(tmp_path_factory):
-    """A small torchvision architecture with random weights, from a local checkpoint (no download)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return f"{SECOND}[weights={path}]"
 
 
 def grid(models, **kw) -> SweepSpec:

@@ -7,9 +7,10 @@ bootstrap intervals; the per-sample Parquet records give what it does not hold (
 the clean-cost intervals). Only the example panels recompute: adversarial images are not stored, so a
 few are crafted again through the runner (``examples=False`` skips them).
 
-Modules: ``data`` (loading a run), ``document`` (HTML + Markdown), ``overview``, ``checks`` (worst
-case and evaluation checks), ``verdicts``, ``tables``, ``figures`` and ``examples`` (the sections, in
-the order the report shows them).
+Modules: ``data`` (loading a run), ``document`` (HTML + Markdown), ``overview``, ``models`` (a model
+grid's comparison), ``checks`` (worst case and evaluation checks), ``verdicts``, ``tables``, ``figures``
+and ``examples`` (the sections, in the order the report shows them). A model grid's report compares
+the models first, then shows each model's sections on that model's rows only.
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from pathlib import Path
 from hbbench import plots as P
 from hbbench.errors import HBBenchError
 from hbbench.report.checks import worst_case_and_checks
-from hbbench.report.data import load_run
+from hbbench.report.data import Run, load_run, model_slugs
 from hbbench.report.document import Doc
 from hbbench.report.examples import examples as example_section
 from hbbench.report.figures import curves, rank_shift, scatter
+from hbbench.report.models import models_compared
 from hbbench.report.overview import footer, header
 from hbbench.report.tables import clean_costs, cost_tables, main_tables
 from hbbench.report.verdicts import verdicts
@@ -46,7 +48,6 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
                            "is set: no report written; the sweep command that made the run recomputes them")
     doc = Doc(run.root / "report_files")
     colors = P.defense_colors(run.defenses)
-    costs = clean_costs(run)
 
     say("tables")
     header(doc, run, colors)
@@ -54,12 +55,31 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
         doc.para("Left out of this report because their files are damaged (the sweep command that made the run "
                  "recomputes them): " + "; ".join(f"{label} — {f.path}: {f.reason}" for label, f in
                                                    run.damaged.values()) + ".", cls="note")
+    if len(run.models) == 1:
+        _sections(doc, run, colors, examples, n_examples, device, say)
+    else:
+        models_compared(doc, run, colors)
+        for label, slug in model_slugs(run.models).items():
+            doc.heading(2, f"Model: {label}", f"model-{slug}")
+            with doc.scope(f"model-{slug}--"):  # "--" ends the slug: no model's names meet another's
+                _sections(doc, run.for_model(label), colors, examples, n_examples, device,
+                          lambda msg, label=label: say(f"{label}: {msg}"))
+    footer(doc, run)
+
+    html_path, md_path = run.root / "report.html", run.root / "report.md"
+    doc.write(html_path, md_path, f"hbbench report — {run.model} on {run.dataset} — {run.root.name}")
+    return html_path, md_path
+
+
+def _sections(doc: Doc, run: Run, colors: dict, examples: bool, n_examples: int, device: str, say):
+    """The sections of one model's rows, from the worst case to the costs."""
+    costs = clean_costs(run)
     worst_case_and_checks(doc, run)
     verdicts(doc, run, costs)
     main_tables(doc, run, costs)
     say("plots")
     curves(doc, run, colors, costs)
-    scatter(doc, run, colors, P.attack_markers(run.attacks))
+    scatter(doc, run, colors, P.label_markers(run.attacks))
     rank_shift(doc, run)
     if examples:
         say("example images (recomputing a few adversarial examples)")
@@ -68,8 +88,3 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
         doc.heading(2, "Examples", "examples")
         doc.para("Example panels were skipped (--no-examples).")
     cost_tables(doc, run)
-    footer(doc, run)
-
-    html_path, md_path = run.root / "report.html", run.root / "report.md"
-    doc.write(html_path, md_path, f"hbbench report — {run.model} on {run.dataset} — {run.root.name}")
-    return html_path, md_path

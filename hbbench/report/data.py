@@ -1,9 +1,11 @@
 """A run directory as the report reads it (manifest, summary.csv, per-sample records), the order
-its defenses, attacks and threat models are shown in, and selections of summary rows."""
+its defenses, attacks, threat models and models are shown in, one model's part of a model grid, and
+selections of summary rows."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ class Run:
     defenses: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
     threat_models: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # as the user wrote them (summary.csv's model column)
 
     def failed_checks(self, defense: str, threat: str) -> list[str]:
         """The checks that failed for a defense under a threat model: its numbers are unverified."""
@@ -40,7 +43,20 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str(self.summary.model.iloc[0])
+        """The model, or a model grid's models, as the header names them."""
+        return ", ".join(self.models)
+
+    def for_model(self, label: str) -> "Run":
+        """The run restricted to one model of its grid: a model's tables, curves and verdicts must not
+        mix in another model's rows."""
+        summary = self.summary[self.summary.model.astype(str) == label].reset_index(drop=True)
+        worst = self.worst_case[self.worst_case.model.astype(str) == label].reset_index(drop=True) \
+            if not self.worst_case.empty else self.worst_case
+        checks = self.checks
+        if checks is not None and "model" in checks:  # checks.csv of runs before model grids has no model column
+            checks = checks[checks.model.astype(str) == label].reset_index(drop=True)
+        records = {cid: self.records[cid] for cid in summary["cell_id"]}
+        return _with_orders(replace(self, summary=summary, worst_case=worst, checks=checks, records=records))
 
     @property
     def dataset(self) -> str:
@@ -75,11 +91,37 @@ def load_run(run_dir: str | Path) -> Run:
     if summary.empty:
         raise HBBenchError(f"run {root}: every cell's files are damaged; `hbbench verify {root}` names them")
     records = {cid: pd.read_parquet(root / "cells" / f"{cid}.parquet") for cid in summary["cell_id"]}
-    run = Run(root, manifest, summary, records, worst, read_checks(root), damaged)
-    run.defenses = _spec_order(["none"] + list(run.spec.get("defenses") or []), summary["defense"])
-    run.attacks = _spec_order(list(run.spec.get("attacks") or []), summary["attack"])
+    return _with_orders(Run(root, manifest, summary, records, worst, read_checks(root), damaged))
+
+
+def _with_orders(run: Run) -> Run:
+    """``run`` with the orders of its defenses, attacks, threat models and models set from its rows."""
+    summary, spec = run.summary, run.spec
+    run.defenses = _spec_order(["none"] + list(spec.get("defenses") or []), summary["defense"])
+    run.attacks = _spec_order(list(spec.get("attacks") or []), summary["attack"])
     run.threat_models = threat_order(summary["threat_model"])
+    run.models = _spec_order(spec_models(spec), summary["model"].astype(str))
     return run
+
+
+def spec_models(spec: dict) -> list[str]:
+    """The models of a manifest's spec: ``models`` (a list), or ``model`` in manifests written before
+    model grids."""
+    models = spec.get("models", spec.get("model")) or []
+    return [models] if isinstance(models, str) else list(models)
+
+
+def model_slugs(labels: list[str]) -> dict[str, str]:
+    """A short file- and anchor-safe name per model label, distinct even where labels differ only in
+    characters the slug drops (a weights path, case)."""
+    slugs: dict[str, str] = {}
+    for label in labels:
+        base = re.sub(r"[^a-z0-9_.]+", "-", label.lower())[:40].strip("-.") or "model"  # never holds "--"
+        slug, k = base, 2
+        while slug in slugs.values():
+            slug, k = f"{base}-{k}", k + 1
+        slugs[label] = slug
+    return slugs
 
 
 def _spec_order(preferred: list, present) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,11 +88,28 @@ class Doc:
         self.html: list[str] = []
         self.md: list[str] = []
         self.files_dir = files_dir
+        self.prefix, self.depth = "", 0  # set by ``scope``
+        self.figures: set[str] = set()
         if files_dir.is_dir():  # figures of an earlier report that this one may not draw
             for old in files_dir.glob("*.png"):
                 old.unlink()
 
+    @contextmanager
+    def scope(self, prefix: str):
+        """Sections written inside are one level deeper and their anchors, table ids and figure files
+        start with ``prefix``: one model's sections of a model grid's report, apart from another's."""
+        saved = self.prefix, self.depth
+        self.prefix, self.depth = saved[0] + prefix, saved[1] + 1
+        try:
+            yield
+        finally:
+            self.prefix, self.depth = saved
+
+    def _id(self, name: str | None) -> str | None:
+        return self.prefix + name if name else name
+
     def heading(self, level: int, text: str, anchor: str | None = None):
+        level, anchor = level + self.depth, self._id(anchor)
         aid = f' id="{esc(anchor)}"' if anchor else ""
         self.html.append(f"<h{level}{aid}>{esc(text)}</h{level}>")
         self.md.append(f"{'#' * level} {md_esc(text)}\n")
@@ -112,6 +130,7 @@ class Doc:
 
     def table(self, header: list[str], rows: list[list], table_id: str | None = None, caption: str | None = None):
         """Cells are plain strings or ``TableCell`` objects."""
+        table_id = self._id(table_id)
         tid = f' id="{esc(table_id)}"' if table_id else ""
         out = [f"<table{tid}>"]
         if caption:
@@ -127,6 +146,10 @@ class Doc:
         self.md.append("\n".join(md) + ("\n\n" + md_esc(caption) if caption else "") + "\n")
 
     def figure(self, name: str, png: bytes, caption: str, alt: str):
+        name = self._id(name)
+        if name in self.figures:  # the Markdown would show the later figure twice
+            raise ValueError(f"figure {name} written twice")
+        self.figures.add(name)
         self.files_dir.mkdir(parents=True, exist_ok=True)
         (self.files_dir / name).write_bytes(png)
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")

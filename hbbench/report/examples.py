@@ -4,6 +4,9 @@ through the runner's ``craft`` and ``defend`` (the run's code, parameters and se
 imports no attack itself."""
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -52,13 +55,20 @@ def _chosen_samples(rec: pd.DataFrame, n: int) -> list[int]:
     return [int(rec.loc[i, "sample"]) for i in order[:n]]
 
 
-def example_figure(run: Run, n_examples: int, device: str):
-    from hbbench.runner import craft, defend, get_context, make_cell_defense
+def _grid(run: Run):
+    """The run's spec and its cells by id: a cell names the model (and its parameters) it ran on, which
+    in a model grid differs from cell to cell."""
     from hbbench.spec import SweepSpec
 
+    spec = SweepSpec.from_dict(dict(run.spec))  # reads `model` of manifests from before model grids too
+    return spec, {c.id: c for c in spec.cells()}
+
+
+def example_figure(run: Run, n_examples: int, device: str):
+    from hbbench.runner import craft, defend, get_context, make_cell_defense
+
     attack, eps = focus(run.summary)
-    spec = SweepSpec.from_dict(dict(run.spec))
-    cells = {c.id: c for c in spec.cells()}
+    spec, cells = _grid(run)
     setting = pick(run.summary, attack, eps)
     threat = threat_order(setting.threat_model)[0]  # oblivious when the run has it
     setting = setting[setting.threat_model == threat]
@@ -132,24 +142,26 @@ def example_figure(run: Run, n_examples: int, device: str):
 
 
 def heatblur_explain(doc: Doc, run: Run, label: str, device: str):
-    """hbbench.explain's figure for image #0 with the run's Heat-and-Blur parameters ``label``."""
-    if run.spec.get("model_params") or run.spec.get("dataset_params"):
-        doc.para("The Heat-and-Blur explanation figure is drawn only for runs with registry defaults "
-                 "(this run sets model or dataset parameters).")
-        return
+    """hbbench.explain's figure for image #0 with the run's Heat-and-Blur parameters ``label``, on the
+    model of the run's ``label`` cells."""
     try:
+        cell = _grid(run)[1][run.summary.cell_id[run.summary.defense == label].iloc[0]]
+        if cell.model_params or cell.dataset_params:
+            doc.para("The Heat-and-Blur explanation figure is drawn only for runs with registry defaults "
+                     "(this run sets model or dataset parameters).")
+            return
         import matplotlib.pyplot as plt
 
         from hbbench.explain import explain
 
         _, params = parse_item(label)
         _, eps = focus(run.summary)
-        out = doc.files_dir / "heatblur_explain.png"
-        doc.files_dir.mkdir(parents=True, exist_ok=True)
-        fig = explain(0, dataset=run.dataset, model=run.model, out=out, eps=4 / 255 if pd.isna(eps) else float(eps),
-                      device=device, seed=int(run.spec.get("seed", 0)), **params)
-        plt.close(fig)
-        png = out.read_bytes()
+        with tempfile.TemporaryDirectory() as tmp:  # doc.figure writes the report's copy, under its own name
+            out = Path(tmp) / "heatblur_explain.png"
+            fig = explain(0, dataset=cell.dataset, model=cell.model, out=out,
+                          eps=4 / 255 if pd.isna(eps) else float(eps), device=device, seed=cell.seed, **params)
+            plt.close(fig)
+            png = out.read_bytes()
     except Exception as exc:  # noqa: BLE001 - the report must not die for its illustration
         doc.para(f"The Heat-and-Blur explanation figure could not be drawn ({type(exc).__name__}: {exc}).",
                  cls="note")

@@ -16,8 +16,9 @@ def header(doc: Doc, run: Run, colors: dict):
     n = int(df.n.iloc[0])
     seed = m.get("seed", spec.get("seed"))
     date = m.get("finished") or m.get("last_started") or m.get("started") or "unknown"
-    doc.para(f"Run {run.root.name} — {n} images, seed {seed}, {len(df)} cells ({', '.join(run.attacks)} × "
-             f"{', '.join(run.defenses)} × {', '.join(run.threat_models)}), finished {date}. Report generated "
+    grid = ([run.models] if len(run.models) > 1 else []) + [run.attacks, run.defenses, run.threat_models]
+    doc.para(f"Run {run.root.name} — {n} images, seed {seed}, {len(df)} cells ({' × '.join(map(', '.join, grid))}), "
+             f"finished {date}. Report generated "
              f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}.")
     if m.get("status") != "complete":
         doc.para(f"This run's status is '{m.get('status', 'unknown')}': it is not complete, and the report shows "
@@ -25,8 +26,8 @@ def header(doc: Doc, run: Run, colors: dict):
     if n < 50:
         doc.para(f"With {n} images one image moves a top-1 accuracy by {1 / n:.3f}; read the 95% bootstrap "
                  "intervals before ranking defenses.", cls="note")
-    rows = [["model", run.model], ["dataset", run.dataset], ["images (n)", str(n)],
-            ["seed", str(seed)], ["started", str(m.get("started", "?"))],
+    rows = [["models" if len(run.models) > 1 else "model", run.model], ["dataset", run.dataset],
+            ["images (n)", str(n)], ["seed", str(seed)], ["started", str(m.get("started", "?"))],
             ["finished", str(m.get("finished", "?"))], ["status", str(m.get("status", "?"))],
             ["run directory", str(run.root.resolve())], ["git revision", str(m.get("git_revision") or "unknown")],
             ["python / platform", f"{m.get('python', '?')} / {m.get('platform', '?')}"]]
