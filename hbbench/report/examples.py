@@ -58,9 +58,11 @@ def _chosen_samples(rec: pd.DataFrame, n: int) -> list[int]:
 def _grid(run: Run):
     """The run's spec and its cells by id: a cell names the model (and its parameters) it ran on, which
     in a model grid differs from cell to cell."""
+    from hbbench.plugins import load_refs
     from hbbench.spec import SweepSpec
 
     spec = SweepSpec.from_dict(dict(run.spec))  # reads `model` of manifests from before model grids too
+    load_refs(spec.plugins)  # the cells may name a plugin's model or defense
     return spec, {c.id: c for c in spec.cells()}
 
 
