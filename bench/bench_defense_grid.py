@@ -23,6 +23,16 @@ GRID = ["sweep", "--attacks", "pgd", "--eps", "2/255,4/255", "--defense",
         "heatblur,jpeg,median,tvm,blur,blur[sigma=1.5]", "--threat", "oblivious", "--checks", "none"]
 
 
+def _split(summary: Path) -> str:
+    """Where the time went: the attack runs (counted once per run: oblivious cells share one) and
+    the defenses (each cell's clean and adversarial inputs through its defense, and predictions)."""
+    import pandas as pd
+
+    df = pd.read_csv(summary)
+    attack = df.drop_duplicates(["attack", "eps"])["attack_seconds"].sum()
+    return f"attacks {attack:.0f} s, defenses {df['defense_seconds'].sum():.0f} s"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--before", default=None, help="python of the checkout to compare with (its own venv)")
@@ -35,9 +45,10 @@ def main():
     for _ in range(args.repeats):
         for name, python in runs.items():
             with tempfile.TemporaryDirectory() as out:
-                seconds, rss = run_cli([*GRID, "--data", args.data, "--n", str(args.n)], out, python)
+                seconds, rss = run_cli([*GRID, "--data", args.data, "--n", str(args.n), "--run", "grid"], out, python)
+                parts = _split(Path(out) / "grid" / "summary.csv")
             times[name].append(seconds)
-            print(f"  {name}: {seconds:.1f} s, peak RSS {rss} MiB", flush=True)
+            print(f"  {name}: {seconds:.1f} s, peak RSS {rss} MiB; {parts}", flush=True)
     print(f"machine: {machine()}")
     for name, ts in times.items():
         print(f"{name}: median {statistics.median(ts):.1f} s over {len(ts)} run(s) ({args.n} images)")
