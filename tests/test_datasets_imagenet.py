@@ -1,7 +1,8 @@
 """`imagenet:ROOT` (the official validation layout, read through torchvision's devkit functions) and the
 stratified `n` of image folders. The devkit is a small fake built here in torchvision's layout (1000
 leaf synsets with shuffled ILSVRC2012 ids, so the id -> wnid -> index mapping is really exercised),
-the images are copied from the shared 200-image folder into tmp_path; nothing is downloaded."""
+the images are the labelled ImageNet samples bundled in foolbox, copied into tmp_path; nothing is
+downloaded."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,6 @@ from PIL import Image
 from hbbench.datasets import imagenet_synsets, load_dataset, load_first
 from hbbench.errors import HBBenchError
 from hbbench.spec import SweepSpec
-from tests.conftest import SHARED_200
 from tests.test_bad_inputs import cli_runner
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
@@ -25,12 +25,20 @@ MAT_FIELDS = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "childr
 
 
 def _shared_images(k: int = 8) -> list[tuple[str, Path]]:
-    """(synset, image) of k spread-out classes of the shared folder, not in synset order."""
-    shared = Path(SHARED_200)
-    if not shared.is_dir():
-        pytest.skip(f"{shared} not found")
-    synsets = sorted(d.name for d in shared.iterdir() if d.is_dir())[::25][:k]
-    return [(s, next((shared / s).iterdir())) for s in synsets[1::2] + synsets[::2]]
+    """(synset, image) of k images of distinct classes bundled with foolbox (always installed: the
+    embedded dataset), not in synset order."""
+    import importlib.util
+    import re
+
+    folder = Path(importlib.util.find_spec("foolbox").origin).parent / "data"
+    pattern = re.compile(r"imagenet_(\d+)_(\d+)\.(jpg|png)$")
+    by_class = {}
+    for path in sorted(folder.iterdir()):
+        m = pattern.match(path.name)
+        if m:
+            by_class.setdefault(imagenet_synsets()[int(m.group(2))], path)
+    chosen = sorted(by_class.items())[:k]
+    return chosen[1::2] + chosen[::2]
 
 
 def _devkit(root: Path, val_synsets: list[str], monkeypatch) -> None:
