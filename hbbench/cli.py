@@ -147,6 +147,7 @@ def _model_flags(models: list[str], **options) -> dict:
     """The model flags for a grid: with one model, as `_accepted` says; with several, a flag is given to
     each model that takes it (and refused when none does), and --weights, which names one model's
     file, is refused in favour of NAME[weights=PATH]."""
+    from hbbench.models import MODELS
     from hbbench.spec import parse_item
 
     if len(models) == 1:
@@ -158,16 +159,10 @@ def _model_flags(models: list[str], **options) -> dict:
     for key, value in options.items():
         if value is None:
             continue
-        if not any(_accepted_quietly(parse_item(m)[0], key) for m in models):
+        if not any(key in MODELS.resolve(parse_item(m)[0])[0].params for m in models):
             raise HBBenchError(f"none of the models {', '.join(models)} takes --{key.replace('_', '-')}")
         taken[key] = value
     return taken
-
-
-def _accepted_quietly(name: str, key: str) -> bool:
-    from hbbench.models import MODELS
-
-    return key in MODELS.resolve(name)[0].params
 
 
 def _accepted(kind: str, name: str, **options) -> dict:

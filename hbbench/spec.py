@@ -175,9 +175,7 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "spec") -> "SweepSpec":
         known = {f.name for f in fields(cls)}
-        if "model" in raw:  # the key of one-model specs written before model grids; `models` wins
-            raw = dict(raw)
-            raw.setdefault("models", raw.pop("model"))
+        raw = with_current_keys(raw)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise HBBenchError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
@@ -275,6 +273,16 @@ class SweepSpec:
     @property
     def id(self) -> str:
         return _stable_hash(sorted(c.id for c in self.cells()))
+
+
+def with_current_keys(raw: dict) -> dict:
+    """A spec mapping with today's key names: ``model`` of one-model specs written before model grids
+    becomes ``models`` (a ``models`` also given wins)."""
+    if "model" not in raw:
+        return raw
+    raw = dict(raw)
+    raw.setdefault("models", raw.pop("model"))
+    return raw
 
 
 def _check_params(kind, label, given: dict, accepted: dict) -> None:

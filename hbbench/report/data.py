@@ -16,7 +16,7 @@ from hbbench.checks.table import WORST_CASE, failed, read_checks
 from hbbench.defenses.threat import get_threat_model, threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
-from hbbench.spec import parse_item
+from hbbench.spec import parse_item, split_items, with_current_keys
 
 
 @dataclass
@@ -100,15 +100,8 @@ def _with_orders(run: Run) -> Run:
     run.defenses = _spec_order(["none"] + list(spec.get("defenses") or []), summary["defense"])
     run.attacks = _spec_order(list(spec.get("attacks") or []), summary["attack"])
     run.threat_models = threat_order(summary["threat_model"])
-    run.models = _spec_order(spec_models(spec), summary["model"].astype(str))
+    run.models = _spec_order(split_items(with_current_keys(spec).get("models") or []), summary["model"].astype(str))
     return run
-
-
-def spec_models(spec: dict) -> list[str]:
-    """The models of a manifest's spec: ``models`` (a list), or ``model`` in manifests written before
-    model grids."""
-    models = spec.get("models", spec.get("model")) or []
-    return [models] if isinstance(models, str) else list(models)
 
 
 def model_slugs(labels: list[str]) -> dict[str, str]:
