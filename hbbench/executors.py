@@ -16,9 +16,13 @@ from hbbench.errors import HBBenchError
 from hbbench.registry import Registry
 
 if TYPE_CHECKING:  # the runner imports torch; the CLI reads this registry's names without it
+    from hbbench.grid import Grid
+    from hbbench.options import SweepOptions
     from hbbench.runner import ShardResult, Unit
 
-EXECUTORS = Registry("executor", skip=4)  # units, batch_size, device, on_event come from the sweep
+# An executor is called as executor(units, grid, options, on_event): the grid gives the batch size,
+# the device and the plugins a worker loads; hbbench.options.SweepOptions how many workers and where.
+EXECUTORS = Registry("executor", skip=4)
 Results = Iterator["list[ShardResult]"]
 
 
@@ -48,10 +52,9 @@ def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int
 
 
 @EXECUTORS.register("local", "this machine: in this process, or --workers spawned processes")
-def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers: int = 1,
-              loader_workers: int = 0, threads: int | None = None, plugins=(), **_) -> Results:
-    if workers < 1:
-        raise HBBenchError(f"--workers must be >= 1, got {workers}")
+def run_local(units: list[Unit], grid: Grid, options: SweepOptions, on_event) -> Results:
+    batch_size, device, loader_workers = grid.spec.batch_size, grid.spec.device, options.loader_workers
+    workers, threads = options.workers, options.threads
     if workers == 1 or len(units) <= 1:
         import torch
 
@@ -70,7 +73,7 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
 
     # spawn, not fork: forking a process that already runs torch threads can deadlock.
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(_threads_per_worker(workers, threads), tuple(plugins))) as pool:
+                             initargs=(_threads_per_worker(workers, threads), grid.plugins)) as pool:
         pending = {pool.submit(_run_in_worker, u, batch_size, device, loader_workers) for u in units}
         try:
             while pending:
@@ -83,9 +86,9 @@ def run_local(units: list[Unit], batch_size: int, device: str, on_event, workers
 
 
 @EXECUTORS.register("ray", "Ray tasks on a cluster (--address) or a local Ray instance")
-def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: int | None = None,
-            address: str | None = None, loader_workers: int = 0, threads: int | None = None, plugins=(),
-            **_) -> Results:
+def run_ray(units: list[Unit], grid: Grid, options: SweepOptions, on_event) -> Results:
+    batch_size, device, loader_workers = grid.spec.batch_size, grid.spec.device, options.loader_workers
+    workers, address, threads = options.workers, options.address, options.threads
     try:
         import ray
     except ImportError:
@@ -100,7 +103,7 @@ def run_ray(units: list[Unit], batch_size: int, device: str, on_event, workers: 
         cpus = float(_threads_per_worker(workers or int(ray.available_resources().get("CPU", 1)), threads))
         gpus = 1 if device == "cuda" or (device == "auto" and ray.available_resources().get("GPU")) else 0
         task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_in_ray)
-        shipped = ray.put(tuple(plugins))  # file plugins travel as source text: a node needs no copy
+        shipped = ray.put(grid.plugins)  # file plugins travel as source text: a node needs no copy
         pending = [task.remote(u, batch_size, device, loader_workers, int(cpus), shipped) for u in units]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

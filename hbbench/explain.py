@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hbbench.errors import HBBenchError
+from hbbench.labels import eps_label
 
 TOP = 5
 
@@ -106,9 +107,9 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
     fig, axes = plt.subplots(2, ncol, figsize=(2.1 * ncol, 5.2), squeeze=False)
     truth = f" (true: {names(label)})" if label is not None else ""
     fig.suptitle(f"Heat-and-Blur on {name}{truth} — {hb!r}; attack: oblivious PGD-{attack_iters}, "
-                 f"eps {eps * 255:.3g}/255", fontsize=9)
+                 f"eps {eps_label(eps)}", fontsize=9)
 
-    for row, (title, xi) in enumerate((("clean", x), (f"PGD {eps * 255:.3g}/255", x_adv))):
+    for row, (title, xi) in enumerate((("clean", x), (f"PGD {eps_label(eps)}", x_adv))):
         xt = torch.from_numpy(xi).to(clf.device)
         p_before = predict_probs(clf, xi)[0]
         top = np.argsort(-p_before)[:k]

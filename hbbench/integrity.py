@@ -1,18 +1,16 @@
-"""Integrity of a run directory after it left hbbench: copied, synced, archived, restored, edited.
+"""Integrity findings: what a run directory holds after it left hbbench (copied, synced, archived,
+restored, edited), as a pure function of the directory. Nothing here writes or moves a file.
 
-Each finished cell records what it takes to verify it. Its JSON carries an ``integrity`` block (the
-run's spec id, the row count and SHA-256 of its Parquet, the SHA-256 of the summary row itself); its
-Parquet names its cell and spec id in the schema's key-value metadata. ``check_cell`` finds a cell
-ok, damaged, missing or foreign (another run's). Resume sets damaged and foreign files aside under
-``<run>/damaged/<time>/`` and recomputes those cells; ``hbbench verify`` prints every finding; the
-report leaves damaged cells out and names them."""
+Each finished cell records what it takes to verify it (hbbench.rundir.seal): its JSON carries an
+``integrity`` block (the run's spec id, the row count and SHA-256 of its Parquet, the SHA-256 of the
+summary row itself); its Parquet names its cell and spec id in the schema's key-value metadata.
+``check_cell`` finds a cell ok, damaged, missing or foreign (another run's). ``hbbench verify``
+prints ``verify_run``'s findings; a resume sets ``to_set_aside``'s files aside (hbbench.store) and
+recomputes those cells; the report leaves ``damaged_cells`` out and names them."""
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.errors import HBBenchError
-from hbbench.spec import SweepSpec
+from hbbench.labels import eps_label
+from hbbench.rundir import MANIFEST, PARQUET_KEY, RunDir, file_sha256, load_json, summary_sha256
 
 OK, DAMAGED, MISSING, FOREIGN = "ok", "damaged", "missing", "foreign"
-PARQUET_KEY = b"hbbench"
 CELL_FILE = re.compile(r"^([0-9a-f]{12})\.(json|parquet|shards)$")
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -38,50 +35,7 @@ class Finding:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Writing: what a finished cell records
-
-
-def parquet_stamp(cell_id: str, spec_id: str | None) -> dict[bytes, bytes]:
-    """Schema metadata of a cell's Parquet, so a file copied over another cell's is told apart."""
-    return {PARQUET_KEY: json.dumps({"cell_id": cell_id, "spec_id": spec_id}).encode()}
-
-
-def seal(summary: dict, parquet: Path, spec_id: str | None) -> dict:
-    """``summary`` plus the integrity block its JSON carries (the Parquet is already in place)."""
-    import pyarrow.parquet as pq
-
-    return {**summary, "integrity": {"spec_id": spec_id, "rows": pq.read_metadata(parquet).num_rows,
-                                     "parquet_sha256": _file_sha256(parquet),
-                                     "summary_sha256": summary_sha256(summary)}}
-
-
-def summary_sha256(summary: dict) -> str:
-    """Of the row as JSON reads it back (``default=str`` as the store writes), integrity block aside."""
-    row = json.loads(json.dumps({k: v for k, v in summary.items() if k != "integrity"}, default=str))
-    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------
 # Checking
-
-
-def load_json(path: Path) -> tuple[dict | None, str | None]:
-    """(the object, None), or (None, what is wrong with the file)."""
-    try:
-        obj = json.loads(path.read_text())
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror})"
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        return None, f"not valid JSON ({exc})"
-    return (obj, None) if isinstance(obj, dict) else (None, "not a JSON object")
 
 
 def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
@@ -125,7 +79,7 @@ def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     if stamp.get("spec_id") != record.get("spec_id"):
         return bad(pq_, f"belongs to another run (spec {stamp.get('spec_id')}; its JSON's is {record.get('spec_id')})",
                    FOREIGN)
-    if _file_sha256(root / pq_) != record.get("parquet_sha256"):
+    if file_sha256(root / pq_) != record.get("parquet_sha256"):
         return bad(pq_, "changed after it was written (its SHA-256 is not the one its JSON records)")
     return Finding(OK, f"cells/{cell_id}", cell_id=cell_id)
 
@@ -174,7 +128,7 @@ def check_cells(root: Path, spec_id: str | None, cell_ids, optional_ids=()) -> l
     findings = [check_cell(root, c, spec_id) for c in cell_ids]
     findings += [f for f in (check_cell(root, c, spec_id) for c in optional_ids) if f.status != MISSING]
     ours = set(cell_ids) | set(optional_ids)
-    for p in sorted((root / "cells").iterdir()):
+    for p in sorted((root / "cells").iterdir()) if (root / "cells").is_dir() else ():
         match = CELL_FILE.match(p.name)
         if p.name.startswith(".") or (match and match.group(1) in ours):
             continue
@@ -183,13 +137,13 @@ def check_cells(root: Path, spec_id: str | None, cell_ids, optional_ids=()) -> l
     return findings
 
 
-def read_manifest(root: Path) -> tuple[dict | None, Finding]:
-    if not (root / MANIFEST).is_file():
-        return None, Finding(MISSING, MANIFEST, "deleted or never written")
-    manifest, why = load_json(root / MANIFEST)
-    if why:
-        return None, Finding(DAMAGED, MANIFEST, why, files=(MANIFEST,))
-    return manifest, Finding(OK, MANIFEST)
+def manifest_finding(run: RunDir) -> Finding:
+    why = run.manifest_problem()
+    if why is None:
+        return Finding(OK, MANIFEST)
+    if not run.manifest_path.is_file():
+        return Finding(MISSING, MANIFEST, "deleted or never written")
+    return Finding(DAMAGED, MANIFEST, why, files=(MANIFEST,))
 
 
 def cells_spec_ids(root: Path) -> Counter:
@@ -203,75 +157,45 @@ def cells_spec_ids(root: Path) -> Counter:
     return ids
 
 
-# ----------------------------------------------------------------------------------------------------
-# Resume, verify, report
-
-
-def set_aside_damaged(store, spec, on_event) -> None:
-    """Before a resume: move damaged and foreign files under ``<run>/damaged/<time>/`` (never
-    deleted), with one ``damaged`` event each, so their cells count as unfinished and are recomputed.
-    A run whose intact manifest holds another spec is left alone: ``_refuse_other_spec`` names the
-    difference. Without a readable manifest, cells that record another spec (and none this command's)
-    mean another command made the run: refused rather than set aside."""
-    root, spec_id = store.root, spec.id
-    manifest, finding = read_manifest(root)
-    if manifest is not None and manifest.get("spec") != spec.to_dict():
-        return
+def to_set_aside(run: RunDir, grid) -> list[Finding]:
+    """Before a resume of ``grid`` in ``run``: the damaged and foreign files, whose cells then count
+    as unfinished. A run whose intact manifest holds another spec: none (the sweep refuses it, naming
+    the difference). Without a readable manifest, cells that record another spec (and none of this
+    grid's) mean another command made the run: refused rather than set aside."""
+    root = run.root
+    manifest = load_json(run.manifest_path)[0] if run.manifest_path.is_file() else None
+    if manifest is not None and manifest.get("spec") != grid.spec_dict():
+        return []
+    finding = manifest_finding(run)
     if manifest is None:
         recorded = cells_spec_ids(root)
-        if recorded and spec_id not in recorded:
-            raise HBBenchError(f"{root / MANIFEST}: {finding.reason}, and the cells in {root} were made by another "
-                               f"spec ({', '.join(recorded)}; this command's is {spec_id}): run the command that "
+        if recorded and grid.id not in recorded:
+            raise HBBenchError(f"{run.manifest_path}: {finding.reason}, and the cells in {root} were made by another "
+                               f"spec ({', '.join(recorded)}; this command's is {grid.id}): run the command that "
                                f"made this run (same options, --run {root.name}), or use another --run name")
     findings = [finding] if finding.status == DAMAGED else []
-    findings += [f for f in check_cells(root, spec_id, *_expected(spec)) if f.status in (DAMAGED, FOREIGN)]
-    if not findings:
-        return
-    aside = _aside_dir(root)
-    for f in findings:
-        _move(root, f.files, aside)
-        then = ("a new one is written from this command's spec" if f.path == MANIFEST else
-                "the cell is recomputed" if f.cell_id else "not part of this run")
-        on_event("damaged", path=root / f.path, reason=f.reason, action=f"moved to {aside}/; {then}")
-
-
-def _aside_dir(root: Path) -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    aside, k = root / "damaged" / stamp, 1
-    while aside.exists():  # two resumes within a second
-        k += 1
-        aside = root / "damaged" / f"{stamp}-{k}"
-    return aside
-
-
-def _move(root: Path, files, aside: Path) -> None:
-    for rel in files:
-        try:
-            (aside / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(root / rel, aside / rel)
-        except OSError as exc:
-            raise HBBenchError(f"cannot move {root / rel} aside to {aside}: {exc.strerror}; nothing was "
-                               "deleted") from None
+    return findings + [f for f in check_cells(root, grid.id, *expected_cells(grid)) if f.status in (DAMAGED, FOREIGN)]
 
 
 def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
     """(the run's spec id, a finding for the manifest and each cell or stray file). Expected cells
-    come from the manifest's spec; without a readable one, from the cell files present, checked
-    against the spec id most of them record."""
-    root = Path(run_dir)
-    if not (root / "cells").is_dir():
-        raise HBBenchError(f"{root} is not a run directory (no cells/ folder); give the directory "
-                           "`hbbench sweep` printed as its run directory")
-    manifest, finding = read_manifest(root)
+    come from the manifest's spec (its plugins loaded first); without a readable one, from the cell
+    files present, checked against the spec id most of them record."""
+    from hbbench.grid import resolve_manifest
+
+    run = RunDir.open(run_dir)
+    root = run.root
+    finding = manifest_finding(run)
     spec_id = cell_ids = None
     optional = ()
-    if manifest is not None:
+    if finding.status == OK:
+        manifest = load_json(run.manifest_path)[0]
         try:
-            spec = SweepSpec.from_dict(dict(manifest["spec"]))
-            spec_id, (cell_ids, optional) = spec.id, _expected(spec)
+            grid = resolve_manifest(manifest, str(run.manifest_path))
         except (KeyError, TypeError, ValueError, HBBenchError) as exc:
             finding = Finding(DAMAGED, MANIFEST, f"its spec cannot be read ({exc})")
         else:
+            spec_id, (cell_ids, optional) = grid.id, expected_cells(grid)
             if manifest.get("spec_id") != spec_id:
                 finding = Finding(DAMAGED, MANIFEST, f"its spec_id {manifest.get('spec_id')} is not its spec's "
                                                      f"({spec_id}): edited?")
@@ -279,20 +203,18 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
         recorded = cells_spec_ids(root).most_common(1)
         spec_id = recorded[0][0] if recorded else None
         cell_ids = sorted({m.group(1) for p in (root / "cells").iterdir()
-                           if (m := CELL_FILE.match(p.name)) and m.group(2) != "shards"})
+                           if (m := CELL_FILE.match(p.name)) and m.group(2) != "shards"}) \
+            if (root / "cells").is_dir() else []
         finding = Finding(finding.status, MANIFEST, f"{finding.reason}; its cells record spec {spec_id}: run the "
                           f"`hbbench sweep` command that made this run with --run {root.name} to write it anew")
     return spec_id, [finding] + check_cells(root, spec_id, cell_ids, optional)
 
 
-def _expected(spec) -> tuple[list[str], list[str]]:
+def expected_cells(grid) -> tuple[list[str], list[str]]:
     """(the grid's cell ids, the ids of cells the costly checks may have added)."""
     from hbbench.checks.auxiliary import run_cells  # attack metadata: not needed by the report's import
-    from hbbench.plugins import load_refs
 
-    load_refs(spec.plugins)  # the grid may name the plugins' entries
-    grid = spec.cells()
-    return [c.id for c in grid], [c.id for c in run_cells(grid)[len(grid):]]
+    return [c.id for c in grid.cells], [c.id for c in run_cells(list(grid.cells))[len(grid.cells):]]
 
 
 def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[str, Finding]]:
@@ -302,6 +224,6 @@ def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[s
     for row in summary.itertuples():
         finding = check_cell(root, row.cell_id, spec_id)
         if finding.status != OK:
-            eps = "" if pd.isna(row.eps) else f" eps {row.eps * 255:g}/255"
+            eps = "" if pd.isna(row.eps) else f" eps {eps_label(row.eps)}"
             out[row.cell_id] = (f"{row.attack}{eps} × {row.defense} ({row.threat_model})", finding)
     return out

@@ -50,10 +50,6 @@ def label_markers(labels: list[str]) -> dict[str, str]:
     return {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(labels)}
 
 
-def eps_label(eps) -> str:
-    if eps is None or (isinstance(eps, float) and np.isnan(eps)):
-        return "—"
-    return f"{eps * 255:.3g}/255"
 
 
 def png_bytes(fig, dpi: int = 110, colors: int | None = None) -> bytes:

@@ -5,10 +5,12 @@ import time
 
 import click
 
+from hbbench.labels import eps_label
 
-def run_with_progress(spec, out, run_name, **executor_options):
-    """Run ``hbbench.api.sweep`` with a progress bar on a terminal (one flushed line per finished
-    cell elsewhere), then print the summary table and the checks that did not pass."""
+
+def run_with_progress(grid, options):
+    """Run ``hbbench.api.sweep(grid, options)`` with a progress bar on a terminal (one flushed line per
+    finished cell elsewhere), then print the summary table and the checks that did not pass."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -29,7 +31,7 @@ def run_with_progress(spec, out, run_name, **executor_options):
             state["current"] = progress.add_task("loading model and data", total=None)
             state.update(total=info["total"], done=info["done"], resumed=info["done"], t0=time.monotonic())
         elif kind == "attack":
-            eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
+            eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
             target = f"{cell.defense} ({cell.threat_model})" if cell.attacks_defense else "undefended model"
             unit = info["unit"]
             progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}, "
@@ -49,7 +51,7 @@ def run_with_progress(spec, out, run_name, **executor_options):
 
     with progress:
         try:
-            table = run_sweep(spec, out=out, run=run_name, on_event=on_event, **executor_options)
+            table = run_sweep(grid, options, on_event)
         except KeyboardInterrupt as exc:
             exc.run_dir = state.get("run_dir")  # named in the "run the same command again" line
             raise
@@ -63,7 +65,7 @@ def _progress_line(cell, state) -> str:
     elapsed = time.monotonic() - state["t0"]
     new, left = state["done"] - state["resumed"], state["total"] - state["done"]
     eta = f", about {_duration(elapsed / new * left)} left" if left else ""
-    eps = "" if cell.eps is None else f" eps={cell.eps * 255:g}/255"
+    eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
     return (f"[{state['done']}/{state['total']}] {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) done; "
             f"{_duration(elapsed)} elapsed{eta}")
 

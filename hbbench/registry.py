@@ -17,6 +17,14 @@ from typing import Any, Callable
 from hbbench.errors import HBBenchError, UnknownName
 
 
+def refuse_unknown_params(kind: str, label: str, given, accepted) -> None:
+    """The one check that every parameter given in brackets is one the entry takes."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise HBBenchError(f"{kind} '{label}' has no parameter {', '.join(unknown)}; "
+                           f"it takes: {', '.join(accepted) or 'none'}")
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -105,12 +113,28 @@ class Registry:
 
     def create(self, name: str, *args, **params):
         entry, arg = self.resolve(name)
-        unknown = sorted(set(params) - set(entry.params))
-        if unknown:
-            raise HBBenchError(
-                f"{self.kind} '{name}' has no parameter {', '.join(unknown)}; "
-                f"it takes: {', '.join(entry.params) or 'none'}"
-            )
+        refuse_unknown_params(self.kind, name, params, entry.params)
         if arg is not None:
             args = (*args, arg)
         return entry.factory(*args, **params)
+
+
+def registry_of(kind: str) -> Registry:
+    """The registry of a kind as `hbbench list` names it (imported on demand: most pull in torch)."""
+    if kind == "models":
+        from hbbench.models import MODELS as reg
+    elif kind == "datasets":
+        from hbbench.datasets import DATASETS as reg
+    elif kind == "attacks":
+        from hbbench.attacks import ATTACKS as reg
+    elif kind == "defenses":
+        from hbbench.defenses import DEFENSES as reg
+    elif kind == "executors":
+        from hbbench.executors import EXECUTORS as reg
+    elif kind == "checks":
+        from hbbench.checks import CHECKS as reg, import_checks
+
+        import_checks()
+    else:
+        raise HBBenchError(f"no registry of {kind}")
+    return reg

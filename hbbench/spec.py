@@ -4,83 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields
-from fractions import Fraction
 from pathlib import Path
 
 import yaml
 
 from hbbench.errors import HBBenchError
+from hbbench.parsing import parse_budget, parse_budgets, parse_item, parse_value, split_items  # noqa: F401
+from hbbench.registry import refuse_unknown_params
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "cw")
 DEFAULT_DEFENSES = ("heatblur", "jpeg")
 DEFAULT_MODEL = "efficientnet_lite0"
-ITEM = re.compile(r"^\s*([A-Za-z0-9_:./~\-]+)\s*(?:\[(.*)\])?\s*$")
 
 
-def parse_budget(text: str) -> float:
-    """'4/255' or '0.0157' -> float > 0, with a clear error for anything else."""
-    s = str(text).strip()
-    try:
-        value = float(Fraction(s)) if "/" in s else float(s)
-    except (ValueError, ZeroDivisionError, OverflowError):  # OverflowError: a fraction beyond float range
-        raise HBBenchError(f"bad budget '{s}': use a positive number or fraction like 4/255") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise HBBenchError(f"bad budget '{s}': it must be a positive, finite number")
-    return value
-
-
-def parse_budgets(text) -> tuple[float, ...]:
-    parts = text if isinstance(text, (list, tuple)) else str(text).split(",")
-    values = tuple(parse_budget(p) for p in parts if str(p).strip())
-    if not values:
-        raise HBBenchError("no budget given: use e.g. --eps 2/255,4/255")
-    return values
-
-
-def split_items(text) -> list[str]:
-    """Split 'a,b[x=1,y=2],c' on the commas outside brackets."""
-    if isinstance(text, (list, tuple)):
-        return [str(t).strip() for t in text if str(t).strip()]
-    items, depth, cur = [], 0, ""
-    for ch in str(text):
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "," and depth == 0:
-            items.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur.strip())
-    return [i for i in items if i]
-
-
-def parse_item(text: str) -> tuple[str, dict]:
-    """'jpeg[quality=50]' -> ('jpeg', {'quality': 50}); values are YAML scalars."""
-    m = ITEM.match(text)
-    if not m:
-        raise HBBenchError(f"cannot parse '{text}': expected NAME or NAME[key=value,...]")
-    params = {}
-    for pair in split_items(m.group(2) or ""):
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise HBBenchError(f"cannot parse parameter '{pair}' in '{text}': expected key=value")
-        params[key.strip()] = parse_value(value)
-    return m.group(1), params
-
-
-def parse_value(value: str):
-    v = value.strip()
-    if re.fullmatch(r"-?\d+/\d+", v):
-        return parse_budget(v) if not v.startswith("-") else -parse_budget(v[1:])
-    try:
-        return yaml.safe_load(v)
-    except yaml.YAMLError:
-        return v
-
-
-def _stable_hash(obj) -> str:
+def stable_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -108,7 +46,7 @@ class Cell:
         d = asdict(self)
         for label in ("attack", "defense", "model_label"):  # display only; names + params define the cell
             d.pop(label)
-        return _stable_hash(d)
+        return stable_hash(d)
 
     @property
     def model_key(self) -> tuple:
@@ -229,7 +167,8 @@ class SweepSpec:
         return asdict(self)
 
     def cells(self) -> list[Cell]:
-        """The grid, checked against the registries; `none` is always included as the baseline."""
+        """The grid, checked against the registries; `none` is always included as the baseline. The
+        commands expand a spec through hbbench.grid.resolve, which loads its plugins first."""
         from hbbench.attacks import ATTACKS, attack_norm, has_budget
         from hbbench.datasets import DATASETS
         from hbbench.defenses import DEFENSES
@@ -270,10 +209,6 @@ class SweepSpec:
         shared = {k: v for k, v in self.model_params.items() if k in entry.params}
         return label, name, {**shared, **own}
 
-    @property
-    def id(self) -> str:
-        return _stable_hash(sorted(c.id for c in self.cells()))
-
 
 def with_current_keys(raw: dict) -> dict:
     """A spec mapping with today's key names: ``model`` of one-model specs written before model grids
@@ -286,10 +221,7 @@ def with_current_keys(raw: dict) -> dict:
 
 
 def _check_params(kind, label, given: dict, accepted: dict) -> None:
-    unknown = sorted(set(given) - set(accepted))
-    if unknown:
-        raise HBBenchError(f"{kind} '{label}' has no parameter {', '.join(unknown)}; "
-                           f"it takes: {', '.join(accepted) or 'none'}")
+    refuse_unknown_params(kind, label, given, accepted)
     for key, value in given.items():  # a value of the wrong type fails here, not deep inside ART
         default = accepted[key]
         if isinstance(default, bool):

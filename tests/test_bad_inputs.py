@@ -235,3 +235,31 @@ def test_every_sweep_option_that_takes_a_value_has_a_bad_input_case(tmp_path):
     missing = [p.opts[0] for p in sweep.params
                if p.name not in NO_BAD_VALUE and not (set(p.opts) & used)]
     assert not missing, f"sweep options with no bad-input case: {missing}"
+
+
+# Commands that read a run directory, on one whose manifest is truncated or missing: (argv, the exit
+# code their --help documents: verify 1 for "something is not ok", the others 2 for a user error).
+RUN_DIR_COMMANDS = {"check": (["check", "--checks", "default"], 2), "report": (["report", "--no-examples"], 2),
+                    "verify": (["verify"], 1)}
+
+
+@pytest.mark.parametrize("manifest", ["truncated", "missing"])
+@pytest.mark.parametrize("command", list(RUN_DIR_COMMANDS))
+def test_a_damaged_manifest_is_one_line_with_the_documented_exit_code(runner, tmp_path, command, manifest):
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    if manifest == "truncated":
+        (run / "manifest.json").write_text('{"spec": {"attacks": ["fgsm"], "defenses": ')
+    argv, code = RUN_DIR_COMMANDS[command]
+    result = runner.invoke(main, [argv[0], str(run), *argv[1:]])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, (result.exit_code, result.stdout + result.stderr, result.exception)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(lines) == 1, lines
+    if code == 2:
+        assert lines[0].startswith(f"error: {run / 'manifest.json'} is damaged") and "--run run" in lines[0], lines
+    else:  # verify: its table names the manifest, the one stderr line says what to do
+        assert any(row.split()[:2] == (["damaged", "manifest.json"] if manifest == "truncated" else
+                                       ["missing", "manifest.json"]) for row in result.stdout.splitlines()), \
+            result.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["cells"] + (["manifest.json"] if manifest == "truncated" else [])

@@ -46,3 +46,27 @@ def test_explain_cli_writes_png_and_refuses_bad_params(tmp_path):
     res = CliRunner().invoke(main, ["explain", "1", "--out", str(tmp_path / "bad.png"), "--params", "top_k=0"])
     assert res.exit_code == 2 and "top_k" in res.output
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_explain_cli_takes_a_plugins_model_with_parameters(tmp_path):
+    """`--plugin FILE --model 'name[key=value]'`: the model comes from the plugin, its parameter from the
+    brackets (here the example CNN's checkpoint path); a parameter it does not take is one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from hbbench.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.py"
+    weights = tmp_path / "tiny.pt"
+    subprocess.run([sys.executable, str(example), str(weights)], check=True, timeout=300)  # its documented way
+    out = tmp_path / "tiny.png"
+    res = CliRunner().invoke(main, ["explain", "0", "--plugin", str(example), "--model", f"tiny_cnn[weights={weights}]",
+                                    "--out", str(out), "--iters", "1", "--params", "top_k=1"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(main, ["explain", "0", "--plugin", str(example), "--model", "tiny_cnn[weigths=x.pt]",
+                                    "--out", str(tmp_path / "bad.png")])
+    assert res.exit_code == 2 and "weigths" in res.output and not (tmp_path / "bad.png").exists()

@@ -1,7 +1,7 @@
 """Run directories damaged outside hbbench (copied, synced, archived, edited): a fault-injection
 matrix. One finished reference run (fgsm x none/jpeg x oblivious on 2 embedded images, through the
 CLI in-process) is built once; each case damages a copy, then checks `hbbench verify`, `hbbench
-report` and the resume (the same `hbbench sweep` command): no traceback, one line naming the
+report`, `hbbench check` and the resume (the same `hbbench sweep` command): no traceback, one line naming the
 damaged file, nothing else rewritten, and the resumed summary equal to the reference's."""
 from __future__ import annotations
 
@@ -97,6 +97,8 @@ CASES = {
                                 "damaged", "has 1 row, its JSON records 2", ("b",)),
     "manifest-truncated": Case(lambda r, x: _truncate(r / "manifest.json"), "manifest.json", "damaged",
                                "not valid JSON"),
+    "manifest-missing": Case(lambda r, x: (r / "manifest.json").unlink(), "manifest.json", "missing",
+                             "deleted or never written"),
     "stray-file": Case(lambda r, x: (r / "cells" / "notes.txt").write_text("copied from a laptop\n"),
                        "cells/notes.txt", "foreign", "not a file hbbench writes"),
     "read-only-cells": Case(lambda r, x: _truncate(_cell("b", "parquet")(r, x)), "cells/{b}.parquet", "damaged",
@@ -216,7 +218,7 @@ def test_resume_recomputes_exactly_the_damaged_cells(damaged, runs):
     code, _, err = invoke(*sweep)
     assert code == 0, err
     moved = [line for line in err if "moved to" in line]
-    if case.status == "ok":
+    if case.status in ("ok", "missing"):  # nothing to set aside: a missing manifest is written anew
         assert not moved, err
     else:
         assert len(moved) == 1 and naming(moved, run / case.file) == moved and case.words in moved[0], err
@@ -230,6 +232,21 @@ def test_resume_recomputes_exactly_the_damaged_cells(damaged, runs):
     pd.testing.assert_frame_equal(numbers(run), numbers(runs["ref"]), check_exact=True)
     code, out, _ = invoke("verify", run)
     assert code == 0, out
+
+
+def test_check_names_the_damaged_file(damaged):
+    """`hbbench check` on a damaged run: one line naming the file, exit 2, nothing written; on a run
+    whose damage does not touch the results (a stray file, a legacy cell) it runs."""
+    run, case = damaged
+    before = stamps(run)
+    with maybe_read_only(run, case):
+        code, _, err = invoke("check", run, "--checks", "default")
+    if case.status == "ok" or (case.file.startswith("cells/") and not case.recomputed):
+        assert code == 0, err
+        return
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {run / case.file}"), err
+    assert case.words in err[0] or case.file == "manifest.json", err
+    assert stamps(run) == before
 
 
 def test_damaged_manifest_with_cells_of_another_spec_is_refused(runs, tmp_path):

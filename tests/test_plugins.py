@@ -61,6 +61,23 @@ def test_verify_reads_a_plugin_runs_grid(local):
     assert {f.status for f in findings} == {OK} and len(findings) > 1
 
 
+@pytest.mark.parametrize("command", [["verify"], ["check", "--checks", "default"], ["report", "--no-examples"]])
+def test_commands_read_a_plugin_run_in_a_new_process(local, tmp_path, command):
+    """A new process has none of the run's plugins loaded: each command must load them (from the
+    manifest) before it expands the grid. verify once did not, and called the manifest damaged."""
+    import shutil
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(local[1], run_dir)  # check and report write into the run
+    done = subprocess.run([sys.executable, "-m", "hbbench.cli", command[0], str(run_dir), *command[1:]],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "error" not in done.stderr and "damaged" not in done.stdout
+    if command[0] == "verify":
+        statuses = {line.split()[0] for line in done.stdout.splitlines()[1:-1]}
+        assert statuses == {"ok"}, done.stdout
+
+
 def test_worker_pool_matches_local(local, tmp_path):
     table, _ = local
     pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--workers", "2"), table)

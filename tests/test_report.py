@@ -154,6 +154,22 @@ def test_examples_reproduce_the_runs_adversarial_predictions(report):
     assert agree == shown == 3
 
 
+def test_each_html_id_names_one_element(report, tmp_path):
+    """The checks heading and the failed-checks table once shared the id "checks"; Doc now refuses a
+    second element with an id, so any report that builds has none twice."""
+    import collections
+    import re
+
+    from hbbench.report.document import Doc
+
+    ids = re.findall(r'\sid="([^"]+)"', Path(report[0]).read_text())
+    assert ids and not [i for i, k in collections.Counter(ids).items() if k > 1]
+    doc = Doc(tmp_path / "files")
+    doc.heading(2, "Checks", "checks")
+    with pytest.raises(ValueError, match="given twice"):
+        doc.table(["a"], [["1"]], table_id="checks")
+
+
 def test_report_imports_no_attack_code():
     code = "import hbbench.report, sys; print([m for m in sys.modules if m.startswith('hbbench.attacks')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from hbbench.checks import STATUSES
-from hbbench.store import atomic_write_text
+from hbbench.labels import eps_label, markdown_table
 
 COLUMNS = ["check", "model", "defense", "threat_model", "eps", "status", "reason", "numbers"]
 WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows (hbbench.checks.worst_case)
@@ -31,18 +31,11 @@ def markdown(table: pd.DataFrame) -> str:
         return "no checks ran\n"
     rank = {s: i for i, s in enumerate(STATUSES)}
     view = table.sort_values("status", key=lambda s: s.map(rank), kind="stable").copy()
-    view["eps"] = view["eps"].map(lambda e: "—" if pd.isna(e) else f"{e * 255:g}/255")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in view.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    view["eps"] = view["eps"].map(eps_label)
+    return markdown_table(COLUMNS, ([str(v).replace("|", "/") for v in r] for r in view.itertuples(index=False)))
 
 
-def write_checks(root, table: pd.DataFrame) -> None:
-    atomic_write_text(root / "checks.csv", table.to_csv(index=False))
-    atomic_write_text(root / "checks.md", markdown(table))
-
-
-def read_checks(root) -> pd.DataFrame | None:
-    """checks.csv of a run directory, or None where no checks ran."""
-    path = root / "checks.csv"
-    return pd.read_csv(path) if path.is_file() else None
+def write_checks(run, table: pd.DataFrame) -> None:
+    """checks.csv and checks.md into ``run`` (hbbench.rundir.RunDir, which reads checks.csv back)."""
+    run.write_text("checks.csv", table.to_csv(index=False))
+    run.write_text("checks.md", markdown(table))

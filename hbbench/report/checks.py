@@ -2,9 +2,8 @@
 worst-case rows), whether the checks verify it, and the checks that did not pass (checks.csv)."""
 from __future__ import annotations
 
-import pandas as pd
 
-from hbbench import plots as P
+from hbbench.labels import eps_label
 from hbbench.report.data import Run
 from hbbench.report.document import Doc, ci, f3, number
 
@@ -32,7 +31,7 @@ def worst_case_and_checks(doc: Doc, run: Run):
                  "(docs/evaluation.md): the attack behind the number may have been too weak.")
         rows = []
         for r in run.worst_case.itertuples():
-            rows.append([r.defense, r.threat_model, P.eps_label(r.eps),
+            rows.append([r.defense, r.threat_model, eps_label(r.eps),
                          number(f"{f3(r.defended_adv_top1)} {ci(r.defended_adv_top1_ci_low, r.defended_adv_top1_ci_high)}",
                                 {"data-defense": r.defense, "data-threat": r.threat_model,
                                  "data-worst-top1": repr(float(r.defended_adv_top1))}),
@@ -48,5 +47,5 @@ def worst_case_and_checks(doc: Doc, run: Run):
     shown = run.checks[run.checks.status.isin(["fail", "warn"])]
     if not shown.empty:
         doc.table(["check", "defense", "threat model", "ε", "status", "reason", "numbers"],
-                  [[r.check, r.defense, r.threat_model, "—" if pd.isna(r.eps) else P.eps_label(r.eps), r.status,
-                    r.reason, r.numbers] for r in shown.itertuples()], table_id="checks")
+                  [[r.check, r.defense, r.threat_model, eps_label(r.eps), r.status,
+                    r.reason, r.numbers] for r in shown.itertuples()], table_id="checks-failed")

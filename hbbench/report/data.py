@@ -3,7 +3,6 @@ its defenses, attacks, threat models and models are shown in, one model's part o
 selections of summary rows."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hbbench import plots as P
-from hbbench.checks.table import WORST_CASE, failed, read_checks
+from hbbench.labels import eps_label
+from hbbench.checks.table import WORST_CASE, failed
 from hbbench.defenses.threat import get_threat_model, threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
+from hbbench.rundir import RunDir
 from hbbench.spec import parse_item, split_items, with_current_keys
 
 
@@ -64,34 +64,21 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise HBBenchError(f"no run directory at {root}")
-    manifest_path, summary_path = root / "manifest.json", root / "summary.csv"
-    if not manifest_path.is_file():
-        raise HBBenchError(f"{root} is not a run directory (no manifest.json); run `hbbench sweep` first")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HBBenchError(f"{manifest_path} is damaged ({exc}); `hbbench verify {root}` shows the spec its "
-                           f"cells record; the sweep command that made the run, with --run {root.name}, writes it "
-                           "anew") from None
-    if not summary_path.is_file():
-        raise HBBenchError(f"run {root} has no summary.csv yet (no cell finished); run the sweep again to resume")
-    try:
-        summary = pd.read_csv(summary_path)
-    except pd.errors.EmptyDataError:
-        summary = pd.DataFrame()
+    """The run as the report reads it, through ``RunDir`` (every damaged file named, no traceback);
+    cells whose files are not intact are left out and listed in ``Run.damaged``."""
+    run = RunDir.open(run_dir)
+    manifest = run.require_manifest()
+    summary = run.read_summary()
     if summary.empty:
-        raise HBBenchError(f"run {root} has no finished cells; run the sweep again to resume")
+        raise HBBenchError(f"run {run.root} has no finished cells; run the sweep again to resume")
     worst = summary[summary.attack == WORST_CASE].reset_index(drop=True)
     summary = summary[summary.attack != WORST_CASE].reset_index(drop=True)
-    damaged = damaged_cells(root, manifest.get("spec_id"), summary)
+    damaged = damaged_cells(run.root, manifest.get("spec_id"), summary)
     summary = summary[~summary["cell_id"].isin(damaged)].reset_index(drop=True)
     if summary.empty:
-        raise HBBenchError(f"run {root}: every cell's files are damaged; `hbbench verify {root}` names them")
-    records = {cid: pd.read_parquet(root / "cells" / f"{cid}.parquet") for cid in summary["cell_id"]}
-    return _with_orders(Run(root, manifest, summary, records, worst, read_checks(root), damaged))
+        raise HBBenchError(f"run {run.root}: every cell's files are damaged; `hbbench verify {run.root}` names them")
+    records = {cid: run.read_records(cid) for cid in summary["cell_id"]}
+    return _with_orders(Run(run.root, manifest, summary, records, worst, run.read_checks(), damaged))
 
 
 def _with_orders(run: Run) -> Run:
@@ -131,7 +118,7 @@ def ordered(values) -> list[str]:
 
 def setting_label(attack: str, eps) -> str:
     """'pgd ε=4/255', or the attack alone when it takes no budget."""
-    return attack if pd.isna(eps) else f"{attack} ε={P.eps_label(eps)}"
+    return attack if pd.isna(eps) else f"{attack} ε={eps_label(eps)}"
 
 
 def attacks_defense(defense: str, threat: str) -> bool:

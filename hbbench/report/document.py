@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hbbench.store import atomic_write_text
+from hbbench.labels import markdown_table
+from hbbench.rundir import atomic_write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;font-size:15px;
@@ -90,6 +91,7 @@ class Doc:
         self.files_dir = files_dir
         self.prefix, self.depth = "", 0  # set by ``scope``
         self.figures: set[str] = set()
+        self.ids: set[str] = set()  # HTML ids given so far: each names one element
         if files_dir.is_dir():  # figures of an earlier report that this one may not draw
             for old in files_dir.glob("*.png"):
                 old.unlink()
@@ -106,7 +108,13 @@ class Doc:
             self.prefix, self.depth = saved
 
     def _id(self, name: str | None) -> str | None:
-        return self.prefix + name if name else name
+        if not name:
+            return name
+        name = self.prefix + name
+        if name in self.ids:  # a second element with one id: links and the tests' lookups find the first
+            raise ValueError(f"report: the HTML id {name!r} is given twice")
+        self.ids.add(name)
+        return name
 
     def heading(self, level: int, text: str, anchor: str | None = None):
         level, anchor = level + self.depth, self._id(anchor)
@@ -141,12 +149,11 @@ class Doc:
             out.append("<tr>" + "".join(_cell_td(c) for c in row) + "</tr>")
         out.append("</tbody></table>")
         self.html.append("".join(out))
-        md = ["| " + " | ".join(_cell_md(h) for h in header) + " |", "|" + "---|" * len(header)]
-        md += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows]
-        self.md.append("\n".join(md) + ("\n\n" + md_esc(caption) if caption else "") + "\n")
+        md = markdown_table([_cell_md(h) for h in header], ([_cell_md(c) for c in row] for row in rows))
+        self.md.append(md + ("\n" + md_esc(caption) + "\n" if caption else ""))
 
     def figure(self, name: str, png: bytes, caption: str, alt: str):
-        name = self._id(name)
+        name = self.prefix + name  # a file name, not an HTML id
         if name in self.figures:  # the Markdown would show the later figure twice
             raise ValueError(f"figure {name} written twice")
         self.figures.add(name)

@@ -58,12 +58,10 @@ def _chosen_samples(rec: pd.DataFrame, n: int) -> list[int]:
 def _grid(run: Run):
     """The run's spec and its cells by id: a cell names the model (and its parameters) it ran on, which
     in a model grid differs from cell to cell."""
-    from hbbench.plugins import load_refs
-    from hbbench.spec import SweepSpec
+    from hbbench.grid import resolve_manifest
 
-    spec = SweepSpec.from_dict(dict(run.spec))  # reads `model` of manifests from before model grids too
-    load_refs(spec.plugins)  # the cells may name a plugin's model or defense
-    return spec, {c.id: c for c in spec.cells()}
+    grid = resolve_manifest(run.manifest, str(run.root / "manifest.json"))  # its plugins loaded first
+    return grid.spec, {c.id: c for c in grid.cells}
 
 
 def example_figure(run: Run, n_examples: int, device: str):

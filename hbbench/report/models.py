@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from hbbench import plots as P
+from hbbench.labels import eps_label
 from hbbench.report.checks import verification
 from hbbench.report.data import Run, largest_budget, setting_label
 from hbbench.report.document import Doc, TableCell, ci, esc, f3, number
@@ -35,7 +36,7 @@ def _robust_row(run: Run, defense: str, threat: str) -> dict | None:
         wc = wc[(wc.defense == defense) & (wc.threat_model == threat)]
     if not wc.empty:
         r = wc[wc.eps == wc.eps.max()].iloc[0]
-        at = f"worst case, ε={P.eps_label(r.eps)}"
+        at = f"worst case, ε={eps_label(r.eps)}"
     else:
         cells = run.summary[(run.summary.defense == defense) & (run.summary.threat_model == threat)]
         if cells.empty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hbbench import plots as P
+from hbbench.labels import eps_label
 from hbbench.defenses.threat import get_threat_model
 from hbbench.metrics import bootstrap_ci
 from hbbench.report.data import Run, attacks_defense, budget_rows, pick
@@ -40,7 +40,7 @@ def main_tables(doc: Doc, run: Run, costs: dict):
         sub = run.summary[run.summary.threat_model == t]
         rows = []
         for attack, eps in budget_rows(sub, [a for a in run.attacks if a in set(sub.attack)]):
-            row = [attack, P.eps_label(eps)]
+            row = [attack, eps_label(eps)]
             for d in run.defenses:
                 r = pick(sub, attack, eps, d)
                 row.append(_accuracy_cell(r.iloc[0], t, d) if not r.empty else "—")
@@ -90,7 +90,7 @@ def cost_tables(doc: Doc, run: Run):
         if key in seen:
             continue
         seen.add(key)
-        rows.append([r.attack, P.eps_label(r.eps), r.target, number(f"{r.per_image:.3f}"),
+        rows.append([r.attack, eps_label(r.eps), r.target, number(f"{r.per_image:.3f}"),
                      number(f"{r.attack_seconds:.2f}")])
     doc.table(["attack", "ε", "crafted against (threat model)", "attack s / image", "attack s total"], rows,
               table_id="attack-cost", caption="One row per attack run; cells that share adversarial examples "
