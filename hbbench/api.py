@@ -22,6 +22,7 @@ from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
 from hbbench.integrity import set_aside_damaged
+from hbbench.models import model_weights, random_weights_note
 from hbbench.plugins import load_refs as load_plugins, refuse_changed as refuse_changed_plugins
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
@@ -104,7 +105,8 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
             status = "complete"
         finally:
             evidence = _evidence(store, cells, added, n_checked)
-            table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
+            table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence),
+                                  note=random_weights_note(manifest["model_weights"]))
             checks_table = check_table(evidence, check_names)
             write_checks(store.root, checks_table)
             manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(by_id).sum()),
@@ -147,6 +149,7 @@ def _summarizer(cell):
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
+                "num_classes": metas[0].get("num_classes"),  # None in shards stored before it was kept
                 "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
     return summarize_cell
 
@@ -237,6 +240,7 @@ def _start_manifest(store: RunStore, spec: SweepSpec, command: str | None, plugi
         "status": "running",
         **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
         "plugins": [p.record() for p in plugins],
+        "model_weights": model_weights(spec.cells()),  # "random weights" where weights=random
         "versions": _versions(),
         "git_revision": _git_revision(),
         "python": platform.python_version(),

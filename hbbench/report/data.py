@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hbbench import plots as P
-from hbbench.checks.table import WORST_CASE, failed, read_checks
+from hbbench.checks.table import WORST_CASE, failed, model_unverified, read_checks
 from hbbench.defenses.threat import get_threat_model, threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
@@ -36,6 +36,10 @@ class Run:
     def failed_checks(self, defense: str, threat: str) -> list[str]:
         """The checks that failed for a defense under a threat model: its numbers are unverified."""
         return [] if self.checks is None else failed(self.checks).get((defense, threat), [])
+
+    def model_unverified(self, model: str | None = None) -> str | None:
+        """Every verdict of the model (``model`` of a grid) when its model_sanity check failed, else None."""
+        return model_unverified(self.checks, model)
 
     @property
     def spec(self) -> dict:
