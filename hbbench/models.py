@@ -220,5 +220,11 @@ def _floats(text, what) -> tuple[float, ...]:
 
 def load_model(name: str = "efficientnet_lite0", **params) -> LoadedModel:
     """Load a registered model by name (``efficientnet_lite0``, ``torchvision:vgg19``,
-    ``timm:resnet50``, ``checkpoint:PATH``); returns a ``LoadedModel`` in eval mode."""
+    ``timm:resnet50``, ``checkpoint:PATH``), with parameters as keywords or in brackets as on the
+    command line (``timm:resnet18[weights=random]``); returns a ``LoadedModel`` in eval mode."""
+    if name.rstrip().endswith("]"):  # only then: a bare checkpoint path may hold any character
+        from hbbench.spec import parse_item
+
+        name, own = parse_item(name)
+        params = {**own, **params}
     return MODELS.create(name, **params)

@@ -68,8 +68,11 @@ def test_random_weights_are_the_same_network_in_every_process():
     torch.manual_seed(1)
     a = load_model("torchvision:resnet18", weights="random").module.state_dict()
     torch.manual_seed(2)
-    b = load_model("torchvision:resnet18", weights="random").module.state_dict()
+    b = load_model("torchvision:resnet18[weights=random]").module.state_dict()  # as --model and explain write it
     assert all(torch.equal(a[k], b[k]) for k in a)
+    after = torch.rand(1)
+    torch.manual_seed(2)
+    assert torch.equal(after, torch.rand(1))  # the caller's RNG is left as it was
 
 
 def _one_cell(tmp_path, model: str, name: str):
