@@ -80,9 +80,9 @@ def _echo_checks(table) -> None:
         return
     models = list(dict.fromkeys(table.model)) if "model" in table else [None]
     for model in models:  # first: a model that does not classify the images voids all its numbers
-        unverified = model_unverified(table, model)
+        unverified = model_unverified(table, model, named=len(models) > 1)
         if unverified:
-            click.echo(unverified.replace("the model", f"the model {model}" if len(models) > 1 else "the model", 1))
+            click.echo(unverified)
     counts = table.status.value_counts()
     shown = table[table.status.isin(["fail", "warn"])]
     click.echo(f"\nEvaluation checks (docs/evaluation.md): {counts.get('fail', 0)} failed, {counts.get('warn', 0)} "

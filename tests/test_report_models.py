@@ -87,7 +87,7 @@ def test_names_every_model(report, second_model):
 def test_only_the_random_weights_model_is_unverified_and_first(report, second_model):
     md = report[1].read_text()
     blocks = [b for b in md.split("\n\n") if b.strip()]
-    assert blocks[1].startswith(f"> {second_model}: unverified: the model does not classify these images "
+    assert blocks[1].startswith(f"> unverified: the model {second_model} does not classify these images "
                                 "(clean top-1 0.00 on 3 images)")  # under the title, above all else
     embedded = md[md.index(f"## Model: {EMBEDDED}"):md.index(f"## Model: {second_model}")]
     random = md[md.index(f"## Model: {second_model}"):]

@@ -12,14 +12,18 @@ WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows 
 MODEL_CHECK = "model_sanity"  # one row per model (hbbench.checks.sanity): its failure unverifies the whole model
 
 
-def model_unverified(table: pd.DataFrame | None, model: str | None = None) -> str | None:
-    """Every verdict of a model whose model_sanity check failed (of ``model`` only, when given), or None."""
+def model_unverified(table: pd.DataFrame | None, model: str | None = None, named: bool = False) -> str | None:
+    """Every verdict of a model whose model_sanity check failed (of ``model`` only, when given), or None;
+    ``named``: "the model <model> does not ..." (a grid's lines, outside the model's own sections)."""
     if table is None:
         return None
     rows = table[(table.check == MODEL_CHECK) & (table.status == "fail")]
     if model is not None and "model" in rows:
         rows = rows[rows.model == model]
-    return None if rows.empty else "unverified: " + rows.reason.iloc[0]
+    if rows.empty:
+        return None
+    reason = rows.reason.iloc[0]
+    return "unverified: " + (reason.replace("the model", f"the model {model}", 1) if named else reason)
 
 
 def failed(table: pd.DataFrame, model: str | None = None) -> dict[tuple[str, str], list[str]]:

@@ -27,11 +27,10 @@ def model_sanity_first(doc: Doc, run: Run):
     """Before everything else in the report: each model that does not classify the run's images (its
     model_sanity check failed), since that voids every number below."""
     for label in run.models:
-        unverified = run.model_unverified(label)
+        unverified = run.model_unverified(label, named=len(run.models) > 1)
         if unverified:
-            who = f"{label}: " if len(run.models) > 1 else ""
-            doc.para(f"{who}{unverified} (model_sanity, docs/evaluation.md). Every robustness number of this "
-                     "model below is meaningless until it does.", cls="note")
+            doc.para(f"{unverified} (model_sanity, docs/evaluation.md). Every robustness number of this model "
+                     "below is meaningless until it does.", cls="note")
 
 
 def worst_case_and_checks(doc: Doc, run: Run):

@@ -37,9 +37,10 @@ class Run:
         """The checks that failed for a defense under a threat model: its numbers are unverified."""
         return [] if self.checks is None else failed(self.checks).get((defense, threat), [])
 
-    def model_unverified(self, model: str | None = None) -> str | None:
-        """Every verdict of the model (``model`` of a grid) when its model_sanity check failed, else None."""
-        return model_unverified(self.checks, model)
+    def model_unverified(self, model: str | None = None, named: bool = False) -> str | None:
+        """Every verdict of the model (``model`` of a grid, ``named`` in the text) when its model_sanity
+        check failed, else None."""
+        return model_unverified(self.checks, model, named)
 
     @property
     def spec(self) -> dict:
