@@ -1,7 +1,7 @@
 """Heat-and-Blur cost: its time over one forward + input-gradient backward of the model (target <= 1.2).
 Its images/s beside the other defenses: bench/bench_defenses.py.
 
-    python -m bench.bench_heatblur [--n 16] [--repeats 5] [--model torchvision:vgg19]
+    python -m bench.bench_heatblur [--n 16] [--repeats 5] [--model 'torchvision:vgg19[weights=random]']
 
 Prints figures only (median of several runs); never asserts on time.
 """
@@ -17,8 +17,8 @@ from bench.common import batch_parser, interleaved_seconds, machine, median_rati
 
 def main(argv=None):
     ap = batch_parser(__doc__.splitlines()[0])
-    ap.add_argument("--model", default="efficientnet_lite0", help="any registered model, e.g. torchvision:vgg19 "
-                    "(random weights are fine for timing)")
+    ap.add_argument("--model", default="efficientnet_lite0", help="any registered model, e.g. "
+                    "'torchvision:vgg19[weights=random]' (random weights are fine for timing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -1,8 +1,9 @@
 """An example hbbench plugin: a user's own model, built from its architecture and a checkpoint (a
-state dict), registered as `tiny_cnn` (docs/plugins.md walks through it).
+state dict), or untrained on purpose, registered as `tiny_cnn` (docs/plugins.md walks through it).
 
-    python examples/tiny_cnn.py tiny_cnn.pt          # writes a checkpoint of random weights to try it
-    hbbench sweep --plugin examples/tiny_cnn.py --model "efficientnet_lite0,tiny_cnn[weights=tiny_cnn.pt]"
+    hbbench sweep --plugin examples/tiny_cnn.py --model "efficientnet_lite0,tiny_cnn[weights=random]"
+    python examples/tiny_cnn.py tiny_cnn.pt          # writes a checkpoint (random weights) for weights=PATH
+    hbbench sweep --plugin examples/tiny_cnn.py --model "tiny_cnn[weights=tiny_cnn.pt]"
 """
 import sys
 
@@ -24,18 +25,25 @@ class TinyCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("tiny_cnn", "example plugin: a small CNN for 224 px ImageNet inputs, from a state dict")
+@MODELS.register("tiny_cnn", "example plugin: a small CNN for 224 px ImageNet inputs, from a state dict "
+                 "(weights=PATH) or untrained (weights=random)")
 def tiny_cnn(weights: str = "tiny_cnn.pt") -> LoadedModel:
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
-    except FileNotFoundError:
-        raise HBBenchError(f"tiny_cnn: no checkpoint at {weights} (python examples/tiny_cnn.py {weights} "
-                           "writes one)") from None
-    module = TinyCNN()
-    module.load_state_dict(state)
+    if weights == "random":  # an untrained network, on purpose: seeded, so every worker builds the same one
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = TinyCNN()
+    else:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)  # tensors only: no code runs
+        except FileNotFoundError:
+            raise HBBenchError(f"tiny_cnn: no checkpoint at {weights} (python examples/tiny_cnn.py {weights} "
+                               "writes one; weights=random builds an untrained network)") from None
+        module = TinyCNN()
+        module.load_state_dict(state)
     # The inputs hbbench passes are images in [0, 1]; the model normalises with these, inside the classifier.
+    # Its 1000 outputs are ImageNet's classes in timm's order: a dataset of another class set is refused.
     return LoadedModel("tiny_cnn", module.eval(), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                       num_classes=1000)
+                       num_classes=1000, classes="imagenet-1k")
 
 
 if __name__ == "__main__":

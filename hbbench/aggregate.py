@@ -54,13 +54,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_summary(run: RunDir, order: list[str] | None = None, extra_rows: list[dict] = ()) -> pd.DataFrame:
+def write_summary(run: RunDir, order: list[str] | None = None, extra_rows: list[dict] = (),
+                  note: str = "") -> pd.DataFrame:
     """summary.csv/.md/.tex: the cells of ``order`` (all cells when None), then ``extra_rows`` (the
-    worst-case rows)."""
+    worst-case rows); summary.md opens with ``note`` (which models run with random weights)."""
     df = summary_table(run.cell_summaries(), order)
     if extra_rows:
         df = pd.concat([df, pd.DataFrame(list(extra_rows))], ignore_index=True)[df.columns]
     run.write_text("summary.csv", df.to_csv(index=False))
-    run.write_text("summary.md", markdown(df))
+    run.write_text("summary.md", note + markdown(df))
     run.write_text("summary.tex", latex(df))
     return df

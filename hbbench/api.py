@@ -35,6 +35,7 @@ from hbbench.integrity import DAMAGED, FOREIGN, check_cells, to_set_aside
 from hbbench.options import SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
+from hbbench.models import model_weights, random_weights_note
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
@@ -135,7 +136,8 @@ def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) 
     ids = set(plan.by_id)
     summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
     evidence = Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked)
-    table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
+    table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence),
+                          note=random_weights_note(manifest["model_weights"]))
     checks_table = check_table(evidence, plan.check_names)
     write_checks(store, checks_table)
     manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(ids).sum()),
@@ -190,6 +192,7 @@ def _summarizer(cell):
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
+                "num_classes": metas[0].get("num_classes"),  # None in shards stored before it was kept
                 "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
     return summarize_cell
 
@@ -211,6 +214,7 @@ def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
         "status": "running",
         **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
         "plugins": [p.record() for p in grid.plugins],
+        "model_weights": model_weights(grid.cells),  # "random weights" where weights=random
         "versions": _versions(),
         "git_revision": _git_revision(),
         "python": platform.python_version(),

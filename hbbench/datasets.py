@@ -24,8 +24,10 @@ class Dataset:
     dataset never needs the rest in memory. ``x`` reads them all (handy for small sets)."""
 
     def __init__(self, name: str, y: np.ndarray, num_classes: int, ids: list[str], *,
-                 x: np.ndarray | None = None, paths: list[Path] | None = None, size: int = 224):
+                 x: np.ndarray | None = None, paths: list[Path] | None = None, size: int = 224,
+                 classes: str | None = None):
         self.name, self.y, self.num_classes, self.ids = name, y, num_classes, ids
+        self.classes = classes  # the class set its labels index ("imagenet-1k", "cifar-10"); None: not declared
         self._x, self._paths, self._size = x, paths, size
 
     def __len__(self) -> int:
@@ -119,7 +121,7 @@ def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
     files = files[:n]
     y = np.array([int(pattern.match(p.name).group(2)) for p in files], np.int64)
     _check_images(files)
-    return Dataset("imagenet-samples", y, 1000, [p.name for p in files], paths=files, size=size)
+    return Dataset("imagenet-samples", y, 1000, [p.name for p in files], paths=files, size=size, classes="imagenet-1k")
 
 
 def _subset(samples: list, n: int | None, seed: int, sample: str) -> list:
@@ -159,7 +161,8 @@ def synset_folders(root: Path) -> list[tuple[Path, int]]:
 def _image_dataset(name: str, samples: list[tuple[Path, int]], ids: list[str], size: int) -> Dataset:
     paths = [p for p, _ in samples]
     _check_images(paths)
-    return Dataset(name, np.array([c for _, c in samples], np.int64), 1000, ids, paths=paths, size=size)
+    return Dataset(name, np.array([c for _, c in samples], np.int64), 1000, ids, paths=paths, size=size,
+                   classes="imagenet-1k")
 
 
 @DATASETS.register("imagefolder", "images in ImageNet synset folders (PATH/<synset>/<image>); class "
@@ -201,7 +204,8 @@ def cifar10(n: int | None = None, root: str = "~/.cache/hbbench/cifar10", downlo
         raise HBBenchError(f"CIFAR-10 is not in {root}; pass --download to fetch it") from None
     k = len(ds.data) if n is None else min(n, len(ds.data))
     x = ds.data[:k].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return Dataset("cifar10", np.asarray(ds.targets[:k], np.int64), 10, [str(i) for i in range(k)], x=x)
+    return Dataset("cifar10", np.asarray(ds.targets[:k], np.int64), 10, [str(i) for i in range(k)], x=x,
+                   classes="cifar-10")
 
 
 @DATASETS.register("npz", "a .npz file with arrays x (N,C,H,W or N,H,W,C, in [0,1] or 0..255) and y", prefix=True)

@@ -76,18 +76,24 @@ def _duration(seconds: float) -> str:
 
 
 def _echo_checks(table) -> None:
-    from hbbench.checks.table import failed, markdown
+    from hbbench.checks.table import failed, markdown, model_unverified
 
     if table is None or table.empty:
         return
+    models = list(dict.fromkeys(table.model)) if "model" in table else [None]
+    for model in models:  # first: a model that does not classify the images voids all its numbers
+        unverified = model_unverified(table, model, named=len(models) > 1)
+        if unverified:
+            click.echo(unverified)
     counts = table.status.value_counts()
     shown = table[table.status.isin(["fail", "warn"])]
     click.echo(f"\nEvaluation checks (docs/evaluation.md): {counts.get('fail', 0)} failed, {counts.get('warn', 0)} "
                f"warned, {counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run; all of them in checks.md")
     if not shown.empty:
         click.echo(markdown(shown))
-    models = list(dict.fromkeys(table.model)) if "model" in table else [None]
     for model in models:
+        if model_unverified(table, model):
+            continue
         on = f" on {model}" if len(models) > 1 else ""
         for (defense, threat), names in failed(table, model).items():
             click.echo(f"unverified: {defense} under {threat}{on} — {', '.join(names)} failed")

@@ -110,6 +110,10 @@ def _cached_array(cache_dir: str | None, key: tuple, compute) -> np.ndarray:
 
 
 def check_compatible(cell: Cell, model, data: Dataset) -> None:
+    if data.classes and model.classes and data.classes != model.classes:  # both declared (docs/evaluation.md)
+        raise HBBenchError(f"dataset {cell.dataset} is labelled with the {data.classes} classes but model "
+                           f"{cell.model_label or cell.model} outputs the {model.classes} classes: the same index "
+                           "names another class; use a model of the dataset's classes")
     if data.num_classes > model.num_classes:
         raise HBBenchError(f"dataset {cell.dataset} has {data.num_classes} classes but model {cell.model} "
                            f"outputs {model.num_classes}")
@@ -252,7 +256,8 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         if key not in ctx.probes:
             ctx.probes[key] = probes.is_randomized(defense, x, batch_size, apply_defense, seed_everything)
         randomized = ctx.probes[key]
-        found = {"defense_randomized": randomized, "gradient_zero_share": zero_share}
+        found = {"defense_randomized": randomized, "gradient_zero_share": zero_share,
+                 "num_classes": ds.num_classes}  # chance level of the model_sanity check
         t0 = time.perf_counter()
         if defense is None:
             def_clean, def_adv = clean_probs, adv_probs

@@ -18,15 +18,10 @@ def model():
 
 
 @pytest.fixture(scope="session")
-def second_model(tmp_path_factory):
-    """A second model for model grids: torchvision's resnet18 with random weights from a local checkpoint
-    (no download); its outputs are not uniform (a random-weights mobilenet's are)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return f"torchvision:resnet18[weights={path}]"
+def second_model():
+    """A second model for model grids: torchvision's resnet18 with random weights, on purpose (no download);
+    its outputs are not uniform (a random-weights mobilenet's are)."""
+    return "torchvision:resnet18[weights=random]"
 
 
 @pytest.fixture(scope="session")

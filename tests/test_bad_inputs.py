@@ -125,6 +125,15 @@ CASES = [
     ("weights-for-several-models", lambda t: ["--model", "efficientnet_lite0,torchvision:resnet18", "--weights",
                                               "w.pt"], "give each its own"),
     ("unknown-torchvision-arch", lambda t: ["--model", "torchvision:resnet9000"], "resnet9000"),
+    ("torchvision-without-weights", lambda t: ["--model", "torchvision:resnet18"],
+     "has no weights: give weights=PATH (a local state dict), weights=DEFAULT or --download (torchvision's ImageNet "
+     "weights), or weights=random to benchmark an untrained network on purpose"),
+    ("timm-without-weights", lambda t: ["--model", "timm:resnet18"],
+     "has no weights: give weights=PATH (a local state dict), or --download (timm's pretrained weights), or "
+     "weights=random to benchmark an untrained network on purpose"),
+    ("classes-of-model-vs-dataset", lambda t: ["--model", "timm:vit_tiny_patch16_224.augreg_in21k[weights=random]"],
+     "labelled with the imagenet-1k classes but model timm:vit_tiny_patch16_224.augreg_in21k[weights=random] "
+     "outputs the imagenet-21k-goog classes"),
     ("unknown-dataset", lambda t: ["--data", "mnist"], "unknown dataset 'mnist'"),
     ("unknown-threat", lambda t: ["--threat", "oblivious,whitebox"], "unknown threat model 'whitebox'"),
     ("budget-division-by-zero", lambda t: ["--eps", "4/0"], "bad budget '4/0'"),

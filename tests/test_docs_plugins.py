@@ -46,7 +46,7 @@ def walked(tmp_path_factory):
 def test_the_doc_has_the_walk_through():
     commands = doc_commands()
     assert any("--plugin examples/bitdepth_median.py --defense bitdepth_median,jpeg" in c for c in commands)
-    assert any("--model" in c and "tiny_cnn[weights=tiny_cnn.pt]" in c for c in commands)
+    assert any("--model" in c and "tiny_cnn[weights=random]" in c for c in commands)
 
 
 def test_the_listing_shows_the_plugins_defense(walked):
@@ -67,14 +67,24 @@ def test_the_checks_flag_the_masked_gradient_as_the_doc_says(walked):
 
 
 def test_the_model_grid_holds_both_models_and_the_report_compares_them(walked):
-    cwd, _ = walked
+    cwd, outputs = walked
     run = cwd / "results" / "plugin-models"
     summary = pd.read_csv(run / "summary.csv")
-    assert set(summary.model) == {"efficientnet_lite0", "tiny_cnn[weights=tiny_cnn.pt]"}
+    assert set(summary.model) == {"efficientnet_lite0", "tiny_cnn[weights=random]"}
     assert (summary[summary.model.str.startswith("tiny_cnn")].clean_top1 == 0).all()
     report = (run / "report.md").read_text()
-    assert "tiny_cnn[weights=tiny_cnn.pt]" in report and "efficientnet_lite0" in report
+    assert "tiny_cnn[weights=random]" in report and "efficientnet_lite0" in report
     # as the doc says: a comparison (table and scatter) first, then each model's own sections
     assert report.index("## Models compared") < report.index("## Model: efficientnet_lite0") \
-        < report.index("## Model: tiny_cnn[weights=tiny_cnn.pt]")
+        < report.index("## Model: tiny_cnn[weights=random]")
+    # and model_sanity fails for the untrained model alone, said before everything else
+    checks = pd.read_csv(run / "checks.csv")
+    sanity = checks[checks.check == "model_sanity"]
+    assert dict(zip(sanity.model, sanity.status)) == {"efficientnet_lite0": "pass", "tiny_cnn[weights=random]": "fail"}
+    line = ("unverified: the model tiny_cnn[weights=random] does not classify these images (clean top-1 0.00 on 4 "
+            "images); check its weights, its normalisation and the dataset's class indices")
+    assert line in " ".join(DOC.read_text().split())
+    assert report.index("> " + line) < report.index("Run plugin-models")
+    printed = next(out for cmd, out in outputs.items() if cmd.startswith("hbbench sweep") and "plugin-models" in cmd)
+    assert line in printed.splitlines()
     assert (run / "report_files" / "models_compared.png").is_file()

@@ -55,6 +55,8 @@ def test_checks_name_their_model(runs):
     out, _, _, second = runs
     checks = pd.read_csv(out / "both" / "checks.csv")
     assert set(checks.model) == {"efficientnet_lite0", second}
+    sanity = checks[checks.check == "model_sanity"]  # one row per model: only the random-weights one fails
+    assert dict(zip(sanity.model, sanity.status)) == {"efficientnet_lite0": "pass", second: "fail"}
 
 
 def test_units_run_one_model_after_the_other(second_model):

@@ -84,6 +84,22 @@ def test_names_every_model(report, second_model):
     assert "## Models compared" in md_path.read_text()
 
 
+def test_only_the_random_weights_model_is_unverified_and_first(report, second_model):
+    md = report[1].read_text()
+    blocks = [b for b in md.split("\n\n") if b.strip()]
+    assert blocks[1].startswith(f"> unverified: the model {second_model} does not classify these images "
+                                "(clean top-1 0.00 on 3 images)")  # under the title, above all else
+    embedded = md[md.index(f"## Model: {EMBEDDED}"):md.index(f"## Model: {second_model}")]
+    random = md[md.index(f"## Model: {second_model}"):]
+    assert "does not classify" not in embedded and "model_sanity | none | all | — | pass" not in embedded
+    assert random.count("unverified: the model does not classify") >= 2 * 2  # worst-case rows and verdicts
+    compared = md[md.index("## Models compared"):md.index("## Model: ")].splitlines()
+    rows = [line for line in compared if line.startswith("| ") and "|---" not in line][1:]
+    assert len(rows) == 2 * 2 * 2  # models x defenses x threat models
+    for line in rows:  # the verdict column: every row of the random model, none of the embedded one's
+        assert line.endswith("dataset's class indices |") == line.startswith(f"| {second_model} |"), line
+
+
 def _expected(summary, model, defense, threat) -> tuple[pd.Series, str]:
     """The summary row the comparison shows: the worst case at the largest budget that has one, else the
     lowest attack at its largest budget (this run has one attack at one budget)."""

@@ -4,7 +4,8 @@ Each check is registered with its cost: ``cheap`` ones read only what every swee
 records and the probes of hbbench.checks.probes) and run by default; ``costly`` ones add attack runs
 (auxiliary cells, hbbench.checks.auxiliary) and run with ``--checks full`` or by name. A check
 returns rows of (defense, threat model, eps) with a status: pass, warn, fail or not run, the
-numbers behind it and a one-line reason. A failed check turns a defense's verdict into "unverified".
+numbers behind it and a one-line reason. A failed check turns a defense's verdict into "unverified";
+a failed ``model_sanity`` (hbbench.checks.sanity, registered first) every verdict of its model.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ LEVELS = ("none", "default", "full")
 def import_checks() -> None:
     """Register the checks. Not at import time: the report reads checks.csv through this package
     and must not import the attack code the checks use."""
-    from hbbench.checks import evaluate  # noqa: F401
+    from hbbench.checks import sanity, evaluate  # noqa: F401  (model_sanity first: it comes before the rest)
 
 
 def resolve_checks(text: str | None) -> tuple[str, ...]:

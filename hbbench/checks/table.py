@@ -9,13 +9,28 @@ from hbbench.labels import eps_label, markdown_table
 
 COLUMNS = ["check", "model", "defense", "threat_model", "eps", "status", "reason", "numbers"]
 WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows (hbbench.checks.worst_case)
+MODEL_CHECK = "model_sanity"  # one row per model (hbbench.checks.sanity): its failure unverifies the whole model
+
+
+def model_unverified(table: pd.DataFrame | None, model: str | None = None, named: bool = False) -> str | None:
+    """Every verdict of a model whose model_sanity check failed (of ``model`` only, when given), or None;
+    ``named``: "the model <model> does not ..." (a grid's lines, outside the model's own sections)."""
+    if table is None:
+        return None
+    rows = table[(table.check == MODEL_CHECK) & (table.status == "fail")]
+    if model is not None and "model" in rows:
+        rows = rows[rows.model == model]
+    if rows.empty:
+        return None
+    reason = rows.reason.iloc[0]
+    return "unverified: " + (reason.replace("the model", f"the model {model}", 1) if named else reason)
 
 
 def failed(table: pd.DataFrame, model: str | None = None) -> dict[tuple[str, str], list[str]]:
     """(defense, threat model) -> the checks that failed for it (for ``model`` only, when given): its
     numbers are unverified."""
     out: dict[tuple[str, str], list[str]] = {}
-    rows = table[table.status == "fail"]
+    rows = table[(table.status == "fail") & (table.check != MODEL_CHECK)]  # that one: model_unverified
     if model is not None and "model" in rows:  # checks.csv of runs before model grids has no model column
         rows = rows[rows.model == model]
     for r in rows.itertuples():

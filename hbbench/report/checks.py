@@ -11,6 +11,8 @@ from hbbench.report.document import Doc, ci, f3, number
 def verification(run: Run, defense: str, threat: str) -> str:
     if run.checks is None:
         return "checks not run"
+    if run.model_unverified():
+        return run.model_unverified()
     if defense == "none":
         return "baseline"
     names = run.failed_checks(defense, threat)
@@ -18,6 +20,16 @@ def verification(run: Run, defense: str, threat: str) -> str:
         return "unverified: " + ", ".join(names) + " failed"
     costly = {"unbounded", "not_converged", "blackbox_beats_whitebox"} & set(run.checks.check)
     return "checks pass" if costly else "cheap checks pass (costly ones not run: --checks full)"
+
+
+def model_sanity_first(doc: Doc, run: Run):
+    """Before everything else in the report: each model that does not classify the run's images (its
+    model_sanity check failed), since that voids every number below."""
+    for label in run.models:
+        unverified = run.model_unverified(label, named=len(run.models) > 1)
+        if unverified:
+            doc.para(f"{unverified} (model_sanity, docs/evaluation.md). Every robustness number of this model "
+                     "below is meaningless until it does.", cls="note")
 
 
 def worst_case_and_checks(doc: Doc, run: Run):

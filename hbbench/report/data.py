@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hbbench.labels import eps_label
-from hbbench.checks.table import WORST_CASE, failed
+from hbbench.checks.table import WORST_CASE, failed, model_unverified
 from hbbench.defenses.threat import get_threat_model, threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
@@ -36,6 +36,11 @@ class Run:
     def failed_checks(self, defense: str, threat: str) -> list[str]:
         """The checks that failed for a defense under a threat model: its numbers are unverified."""
         return [] if self.checks is None else failed(self.checks).get((defense, threat), [])
+
+    def model_unverified(self, model: str | None = None, named: bool = False) -> str | None:
+        """Every verdict of the model (``model`` of a grid, ``named`` in the text) when its model_sanity
+        check failed, else None."""
+        return model_unverified(self.checks, model, named)
 
     @property
     def spec(self) -> dict:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 from hbbench.defenses.threat import get_threat_model
+from hbbench.report.checks import model_sanity_first
 from hbbench.report.data import Run
 from hbbench.report.document import Doc, esc, md_esc
 
@@ -13,6 +14,12 @@ from hbbench.report.document import Doc, esc, md_esc
 def header(doc: Doc, run: Run, colors: dict):
     m, spec, df = run.manifest, run.spec, run.summary
     doc.heading(1, f"Robustness report: {run.model} on {run.dataset}")
+    model_sanity_first(doc, run)
+    weights = m.get("model_weights") or {}
+    for label in run.models:
+        if weights.get(label) == "random weights":
+            doc.para(f"{label} runs with random weights: an untrained network, benchmarked on purpose "
+                     "(weights=random).", cls="note")
     n = int(df.n.iloc[0])
     seed = m.get("seed", spec.get("seed"))
     date = m.get("finished") or m.get("last_started") or m.get("started") or "unknown"
@@ -26,7 +33,8 @@ def header(doc: Doc, run: Run, colors: dict):
     if n < 50:
         doc.para(f"With {n} images one image moves a top-1 accuracy by {1 / n:.3f}; read the 95% bootstrap "
                  "intervals before ranking defenses.", cls="note")
-    rows = [["models" if len(run.models) > 1 else "model", run.model], ["dataset", run.dataset],
+    named = ", ".join(f"{label} ({weights[label]})" if label in weights else label for label in run.models)
+    rows = [["models" if len(run.models) > 1 else "model", named], ["dataset", run.dataset],
             ["images (n)", str(n)], ["seed", str(seed)], ["started", str(m.get("started", "?"))],
             ["finished", str(m.get("finished", "?"))], ["status", str(m.get("status", "?"))],
             ["run directory", str(run.root.resolve())], ["git revision", str(m.get("git_revision") or "unknown")],

@@ -60,6 +60,9 @@ def verdict_texts(run: Run, costs: dict) -> dict[str, list[str]]:
             gains = _gains(df, d, t)
             if not gains:
                 continue
+            if run.model_unverified():  # the model does not classify the images: no number means anything
+                lines.append(f"{d}: {run.model_unverified()}.")
+                continue
             worst = min(gains, key=lambda g: g[1])
             mean_d, mean_b = np.mean([g[1] for g in gains]), np.mean([g[2] for g in gains])
             c = costs[d]
