@@ -147,7 +147,8 @@ def _summarizer(cell):
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
-                "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
+                "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n,
+                **{k: sum(m[k] for m in metas) for k in ("silent_found", "silent_lost") if all(k in m for m in metas)}}
     return summarize_cell
 
 
