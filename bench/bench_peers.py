@@ -121,7 +121,10 @@ def main():
     ap.add_argument("--eps", type=float, default=4 / 255)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma list of settings to run (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ds = load_dataset(args.data, n=args.n)
     x, y = ds.x, ds.y.astype(np.int64)
