@@ -193,7 +193,8 @@ def _summarizer(cell):
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
                 "num_classes": metas[0].get("num_classes"),  # None in shards stored before it was kept
-                "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
+                "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n,
+                **{k: sum(m[k] for m in metas) for k in ("silent_found", "silent_lost") if all(k in m for m in metas)}}
     return summarize_cell
 
 

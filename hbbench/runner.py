@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hbbench.attacks import attack_norm, make_attack
+from hbbench.attacks import ATTACKS, attack_norm, make_attack
+from hbbench.attacks.early_stop import stops_early
 from hbbench.checks import probes
 from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
@@ -42,6 +43,7 @@ class Unit:
     start: int
     stop: int
     cache_dir: str | None = None  # where defended-clean predictions are shared across workers and resumes
+    early_stop: bool = False  # stops_early of the whole attack run (all its cells, done or not)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Context:
         self._clean: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.probes: dict[tuple, object] = {}  # probe results by what they depend on, for later units
         self._defended_clean: dict[tuple, np.ndarray] = {}
+        self.fooled_at: np.ndarray | None = None  # of the last craft: per image, the step that fooled, or -1
 
     def defended_clean(self, cell: Cell, unit: Unit, compute) -> np.ndarray:
         """A deterministic defense's predictions on the clean images of a shard: they depend on neither
@@ -173,7 +176,7 @@ def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_don
             for group in groups:
                 todo = tuple(c for c in group if not is_done(c, k))
                 if todo:
-                    units.append(Unit(todo, k, start, stop, cache_dir))
+                    units.append(Unit(todo, k, start, stop, cache_dir, stops_early(group)))
     return units
 
 
@@ -201,18 +204,35 @@ def attacked_classifier(cell: Cell, ctx: Context):
     return with_defenses(ctx.classifier, attacker_pre, eot_draws=eot) if attacker_pre else ctx.classifier
 
 
-def craft(cell: Cell, ctx: Context, x: np.ndarray, y: np.ndarray, shard: int, attacked=None) -> np.ndarray:
+def craft(cell: Cell, ctx: Context, x: np.ndarray, y: np.ndarray, shard: int, attacked=None,
+          early_stop: bool = False) -> np.ndarray:
     """The adversarial examples of ``cell``'s attack run for images ``x`` (labels ``y``) of shard
     ``shard`` against ``attacked`` (default: ``attacked_classifier(cell, ctx)``); the parameters and
     seed are the run's, so the same shard gives the same examples in any process (the runner's units
-    and the report's example panels both craft here)."""
+    and the report's example panels both craft here). ``early_stop`` is ``stops_early`` of the run;
+    it is kept off for a random defense, and a preset's ``early_stop=false`` stays off."""
     attacked = attacked or attacked_classifier(cell, ctx)
     params = dict(cell.attack_params)
     if cell.eps is not None:
         params["eps"] = cell.eps
+    if "early_stop" in ATTACKS.resolve(cell.attack_name)[0].params:
+        params["early_stop"] = bool(early_stop and params.get("early_stop") is not False
+                                    and not (cell.attacks_defense and is_random(cell, ctx, x)))
     params.setdefault("batch_size", ctx.batch_size)
     seed_everything(cell.seed, cell.attack_key, shard)
-    return make_attack(cell.attack_name, attacked, **params).generate(x, y=y).astype(np.float32)
+    attack = make_attack(cell.attack_name, attacked, **params)
+    x_adv = attack.generate(x, y=y).astype(np.float32)
+    ctx.fooled_at = getattr(attack, "fooled_at", None)  # tracked under early stop (best iterate)
+    return x_adv
+
+
+def is_random(cell: Cell, ctx: Context, x: np.ndarray) -> bool:
+    """Whether ``cell``'s defense draws at random (the probe the checks read, kept for later units)."""
+    key = ("randomized", cell.defense_name, cell.defense_params)
+    if key not in ctx.probes:
+        ctx.probes[key] = probes.is_randomized(make_cell_defense(cell, ctx.classifier), x, ctx.batch_size,
+                                               apply_defense, seed_everything)
+    return ctx.probes[key]
 
 
 def defend(cell: Cell, defense, shard: int, batch_size: int, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -243,7 +263,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
 
     on_event("attack", cell=first, unit=unit)
     t0 = time.perf_counter()
-    x_adv = craft(first, ctx, x, y, unit.shard, attacked)
+    x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.early_stop)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
 
@@ -252,10 +272,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         on_event("defense", cell=cell, unit=unit)
         defense = make_cell_defense(cell, base)
         _, gradient = attack_defenses(defense, cell.threat_model, device_type)
-        key = ("randomized", cell.defense_name, cell.defense_params)
-        if key not in ctx.probes:
-            ctx.probes[key] = probes.is_randomized(defense, x, batch_size, apply_defense, seed_everything)
-        randomized = ctx.probes[key]
+        randomized = is_random(cell, ctx, x)
         found = {"defense_randomized": randomized, "gradient_zero_share": zero_share,
                  "num_classes": ds.num_classes}  # chance level of the model_sanity check
         t0 = time.perf_counter()
@@ -269,6 +286,8 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
                 defend(cell, defense, unit.shard, batch_size, x)[0]))
             def_adv = ctx.predict(defend(cell, defense, unit.shard, batch_size, x_adv)[0])
         defense_seconds = time.perf_counter() - t0
+        if ctx.fooled_at is not None:  # early stop: the run's cells are scored on the attacked model
+            found.update(probes.silent_success(ctx.fooled_at, def_adv, y))
         probs = {"clean": clean_probs, "adv": adv_probs, "def_clean": def_clean, "def_adv": def_adv}
         records = sample_records(ids, y, probs, x, x_adv)
         records["sample"] += unit.start

@@ -197,3 +197,19 @@ def _worst(results: list[dict]) -> dict:
     order = {"fail": 0, "warn": 1, "pass": 2, "not run": 3}
     return min(results, key=lambda r: order[r["status"]])
 
+
+
+@CHECKS.register("silent_success", "images an iterate of the attack fooled that the returned example leaves "
+                 "correct (best iterate; Pintor et al. 2022)", cost="cheap")
+def silent_success(ev: Evidence) -> list[dict]:
+    rows = []
+    for cell in ev.cells:
+        found, lost = (ev.summaries.get(cell.id, {}).get(k) for k in ("silent_found", "silent_lost"))
+        if found is None or found != found:  # absent, or NaN in a table of other cells
+            rows.append(row("silent_success", cell, "not run", "the attack's iterates are tracked under early "
+                            "stop only (PGD/BIM scored on the model it attacks, deterministic defense)"))
+            continue
+        rows.append(row("silent_success", cell, "fail" if lost else "pass",
+                        f"{int(lost)} of the {int(found)} images an iterate fooled are correct on the returned example",
+                        f"found {int(found)}, lost {int(lost)}"))
+    return rows

@@ -20,6 +20,13 @@ def is_randomized(defense, x: np.ndarray, batch_size: int, apply, seed) -> bool:
     return not np.array_equal(outputs[0], outputs[1])
 
 
+def silent_success(fooled_at: np.ndarray, scored_probs: np.ndarray, y: np.ndarray) -> dict:
+    """Images some iterate of the attack fooled (``fooled_at`` >= 0, hbbench.attacks.early_stop), and
+    those of them the scored adversarial example leaves correct (lost: a "silent success")."""
+    found = fooled_at >= 0
+    return {"silent_found": int(found.sum()), "silent_lost": int((found & (scored_probs.argmax(1) == y)).sum())}
+
+
 def zero_gradient_share(attacked, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     """Share of samples whose loss gradient, as the attacker's classifier computes it (through the
     defense the threat model puts in front), is exactly zero everywhere or not finite."""

@@ -1,0 +1,53 @@
+"""Channels-last vs contiguous (NCHW) memory format, per model: one forward plus one input-gradient
+backward (a PGD step) on the same batch, timed round-robin in one process, median of ``--repeats``;
+and whether the two formats predict the same classes. hbbench.classifier.CHANNELS_LAST lists the
+models that switch: those this bench measured at most 0.9x the NCHW time (median of per-round
+ratios and ratio of medians both).
+
+    .venv/bin/python -m bench.bench_channels_last --n 8
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+
+import torch
+
+from bench.common import batch_parser, interleaved_seconds, machine, median_ratio
+from hbbench.datasets import load_dataset
+from hbbench.models import load_model
+
+MODELS = ("efficientnet_lite0", "timm:efficientnet_b0", "torchvision:resnet50", "torchvision:vgg19")
+
+
+def step(model, x, mean, std):
+    xa = x.clone().requires_grad_(True)
+    loss = model((xa - mean) / std).logsumexp(1).sum()
+    return torch.autograd.grad(loss, xa)[0]
+
+
+def main():
+    ap = batch_parser(__doc__)
+    ap.add_argument("--models", default=",".join(MODELS))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x = torch.from_numpy(load_dataset("imagenet-samples", n=args.n).x)
+    print(f"machine: {machine()}; {args.n} images, median of {args.repeats} round-robin runs")
+    print("| model | contiguous s | channels-last s | channels-last / contiguous | same predictions |")
+    print("|---|---|---|---|---|")
+    for name in args.models.split(","):
+        torch.manual_seed(0)  # random weights where the model has none cached: the same for both formats
+        loaded = load_model(name)
+        plain = loaded.module.eval().requires_grad_(False)
+        last = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+        mean, std = torch.tensor(loaded.mean).view(1, 3, 1, 1), torch.tensor(loaded.std).view(1, 3, 1, 1)
+        t = interleaved_seconds({"plain": lambda: step(plain, x, mean, std),
+                                 "last": lambda: step(last, x, mean, std)}, args.repeats)
+        with torch.no_grad():
+            same = bool((plain((x - mean) / std).argmax(1) == last((x - mean) / std).argmax(1)).all())
+        print(f"| {name} | {statistics.median(t['plain']):.3f} | {statistics.median(t['last']):.3f} | "
+              f"{median_ratio(t['last'], t['plain']):.2f}x | {same} |")
+
+
+if __name__ == "__main__":
+    main()
