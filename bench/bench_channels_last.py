@@ -17,7 +17,8 @@ from bench.common import batch_parser, interleaved_seconds, machine, median_rati
 from hbbench.datasets import load_dataset
 from hbbench.models import load_model
 
-MODELS = ("efficientnet_lite0", "timm:efficientnet_b0", "torchvision:resnet50", "torchvision:vgg19")
+MODELS = ("efficientnet_lite0", "timm:efficientnet_b0[weights=random]", "torchvision:resnet50[weights=random]",
+          "torchvision:vgg19[weights=random]")  # speed does not depend on the weights
 
 
 def step(model, x, mean, std):
@@ -36,7 +37,6 @@ def main():
     print("| model | contiguous s | channels-last s | channels-last / contiguous | same predictions |")
     print("|---|---|---|---|---|")
     for name in args.models.split(","):
-        torch.manual_seed(0)  # random weights where the model has none cached: the same for both formats
         loaded = load_model(name)
         plain = loaded.module.eval().requires_grad_(False)
         last = copy.deepcopy(plain).to(memory_format=torch.channels_last)

@@ -11,7 +11,7 @@ from hbbench.datasets import load_dataset
 from hbbench.models import load_model
 
 # one concrete model for every entry (an entry may name a family); random weights where none ship
-SWITCHING = {"efficientnet_lite0": "efficientnet_lite0", "timm:efficientnet": "timm:efficientnet_b0"}
+SWITCHING = {"efficientnet_lite0": "efficientnet_lite0", "timm:efficientnet": "timm:efficientnet_b0[weights=random]"}
 
 
 def test_every_switching_entry_has_a_model_tested():
