@@ -22,6 +22,7 @@ from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.datasets import load_dataset
 from hbbench.integrity import set_aside_damaged
+from hbbench.passes import cost_per_image
 from hbbench.plugins import load_refs as load_plugins, refuse_changed as refuse_changed_plugins
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
@@ -98,7 +99,8 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
                 for r in results:
                     store.write_shard(r.cell_id, r.shard, r.records, {
                         "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
-                        "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
+                        "attack_gradient": r.attack_gradient, "n": len(r.records),
+                        "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes})
                     summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
                     on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
             status = "complete"
@@ -146,6 +148,7 @@ def _summarizer(cell):
         return {**describe(cell), **summarize(records), "attack_gradient": metas[0]["attack_gradient"],
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
+                **cost_per_image(metas, n),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
                 "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n}
     return summarize_cell
