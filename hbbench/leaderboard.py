@@ -34,7 +34,8 @@ def collect(folders) -> tuple[list, list[str]]:
             raise HBBenchError(f"no folder at {folder}")
         found = find_runs(folder)
         if not found:
-            raise HBBenchError(f"no run under {folder} (no manifest.json); give run directories or folders holding them")
+            raise HBBenchError(f"no run under {folder} (no manifest.json); give run directories or folders "
+                               "holding them")
         paths += [p for p in found if p not in paths]
     runs, left_out = [], []
     for path in paths:
@@ -73,6 +74,17 @@ def _counted(cells, listed: str):
     return cells[[f", {c.attack} ({c.threat_model}), " in items for c in cells.itertuples()]]
 
 
+def _cost(counted) -> dict:
+    """Per image, summed over the attack runs behind ``counted``: cells crafted against the undefended
+    model (every oblivious cell, and 'none' under any threat model) share one run, counted once."""
+    from hbbench.report.data import attacks_defense
+
+    key = [(c.attack, c.eps, c.defense, c.threat_model) if attacks_defense(c.defense, c.threat_model)
+           else (c.attack, c.eps) for c in counted.itertuples()]
+    runs = counted.assign(_run=key).drop_duplicates("_run")
+    return {k: runs[k].sum(min_count=len(runs)) if k in runs else float("nan") for k in COSTS}
+
+
 def run_rows(run) -> list[dict]:
     """One row per model x defense x threat model x budget of ``run``: its worst-case row, or its one
     attack's row where it has one attack at that budget. Attacks without a budget are left out."""
@@ -98,7 +110,7 @@ def run_rows(run) -> list[dict]:
                     "verdict": verdict(run.checks, str(model), defense, threat), "clean_top1": row.clean_top1,
                     "defended_clean_top1": row.defended_clean_top1, "n": int(row.n),
                     "attacks": ", ".join(f"{c.attack} ({c.threat_model})" for c in counted.itertuples()),
-                    **{k: counted[k].sum(min_count=len(counted)) if k in counted else float("nan") for k in COSTS},
+                    **_cost(counted),
                     "run": run.name, "_finished": finished})
     return out
 
@@ -106,14 +118,14 @@ def run_rows(run) -> list[dict]:
 def table(runs) -> "pd.DataFrame":  # noqa: F821 (pandas is imported on use: `hbbench --help` stays fast)
     """The leaderboard of ``runs``: the newest run wins a setting several runs hold; within each
     model, dataset, image sample, threat model and budget, verified rows first, then by worst-case
-    top-1, best first; ``rank`` counts within that group."""
+    top-1, best first (ties by defense name); ``rank`` counts within that group."""
     import pandas as pd
 
     df = pd.DataFrame([r for run in runs for r in run_rows(run)])
     df = df.sort_values(["_finished", "run"]).drop_duplicates(SETTING, keep="last")
     df["_unverified"] = ~df.verdict.isin(VERIFIED)
-    df = df.sort_values([*GROUP, "_unverified", "worst_top1"], ascending=[True] * len(GROUP) + [True, False],
-                        kind="stable")
+    df = df.sort_values([*GROUP, "_unverified", "worst_top1", "defense"],
+                        ascending=[True] * len(GROUP) + [True, False, True])
     df["rank"] = df.groupby(GROUP, sort=False).cumcount() + 1
     return df[COLUMNS].reset_index(drop=True)
 

@@ -128,15 +128,15 @@ def _fooled(run: Run, cell_id: str) -> np.ndarray:
 
 def compare(run_a: Run, run_b: Run) -> pd.DataFrame:
     """Per cell both runs hold (same model, data, attack, budget, defense and threat model): defended
-    adversarial top-1 in each (from the per-image records), ``difference`` (b - a), the images only one run's attack fooled, and
-    the two-sided exact sign test on them (twice the smaller one-sided p of hbbench.checks.stats,
-    at most 1). The runs must hold the same images."""
+    adversarial top-1 in each (from the per-image records), ``difference`` (b - a), the images only
+    one run's attack fooled, and the two-sided exact sign test on them (twice the smaller one-sided p
+    of hbbench.checks.stats, at most 1). The runs must hold the same images."""
     if run_a.sample != run_b.sample:
         raise HBBenchError(f"runs {run_a.name} and {run_b.name} hold different images ({run_a.sample} vs "
                            f"{run_b.sample}); compare runs of one grid on the same images")
     a, b = run_a._run.summary, run_b._run.summary
-    merged = a.assign(_e=a.eps.fillna(-1)).merge(b.assign(_e=b.eps.fillna(-1)), on=[*CELL_KEY[:3], "_e", *CELL_KEY[4:]],
-                                                 suffixes=("_a", "_b"))
+    key = [*CELL_KEY[:3], "_e", *CELL_KEY[4:]]  # eps as a number: an attack without a budget matches too
+    merged = a.assign(_e=a.eps.fillna(-1)).merge(b.assign(_e=b.eps.fillna(-1)), on=key, suffixes=("_a", "_b"))
     if merged.empty:
         raise HBBenchError(f"runs {run_a.name} and {run_b.name} share no cell (model, data, attack, budget, "
                            "defense and threat model)")
