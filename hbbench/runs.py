@@ -94,7 +94,8 @@ class Run:
         return out[CELL_KEY + [c for c in out.columns if c not in CELL_KEY]]
 
     def report(self, examples: bool = False, **options) -> tuple[Path, Path]:
-        """Write report.html and report.md into the run directory (hbbench.report.build_report)."""
+        """Write report.html and report.md into the run directory (hbbench.report.build_report); the
+        example panels, which load the model and re-run attacks, only with ``examples=True``."""
         from hbbench.report import build_report
 
         return build_report(self.path, examples=examples, **options)
