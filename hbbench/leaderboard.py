@@ -151,12 +151,16 @@ def write(df, out: Path, left_out: list[str]) -> list[Path]:
               "s / img", "run"]
     rows = [[r.rank, r.model, r.dataset, r.sample, r.threat_model, P.eps_label(r.eps), r.defense,
              f"{f3(r.worst_top1)} {ci(r.worst_top1_ci_low, r.worst_top1_ci_high)}", r.verdict, f3(r.clean_top1),
-             f3(r.defended_clean_top1), r.n, r.attacks, f"{r.forward_passes_per_image:g}",
-             f"{r.backward_passes_per_image:g}", f"{r.seconds_per_image:.3f}", r.run] for r in df.itertuples()]
+             f3(r.defended_clean_top1), r.n, r.attacks, _num(r.forward_passes_per_image, "g"),
+             _num(r.backward_passes_per_image, "g"), _num(r.seconds_per_image, ".3f"), r.run] for r in df.itertuples()]
     doc.table(header, rows, table_id="leaderboard")
     paths = [out / "leaderboard.csv", out / "leaderboard.html", out / "leaderboard.md"]
     doc.write(paths[1], paths[2], "hbbench leaderboard")
     return paths
+
+
+def _num(value, spec: str) -> str:
+    return "—" if value != value else format(value, spec)  # NaN: a run from before costs were recorded
 
 
 @click.command("leaderboard")
