@@ -171,5 +171,9 @@ def leaderboard(folders, out):
     runs, left_out = collect(folders)
     if left_out:
         click.echo(f"left out (in progress or damaged): {'; '.join(left_out)}", err=True)
-    paths = write(table(runs), Path(out or folders[0]), left_out)
+    target = Path(out or folders[0])
+    try:
+        paths = write(table(runs), target, left_out)
+    except OSError as exc:
+        raise HBBenchError(f"cannot write the leaderboard into {target}: {exc.strerror or exc}") from None
     click.echo(f"{len(runs)} run(s); wrote {', '.join(map(str, paths))}")

@@ -114,14 +114,14 @@ def test_damaged_and_running_runs_are_named_and_left_out(runs, tmp_path):
     assert set(board.run) == {"squeeze"}
 
 
-@pytest.mark.parametrize("make", ["empty folder", "a file", "missing"])
+@pytest.mark.parametrize("make", ["empty folder", "a file", "missing", "--out a file"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, make):
     path = tmp_path / "x"
     if make == "empty folder":
         path.mkdir()
-    elif make == "a file":
+    elif make in ("a file", "--out a file"):
         path.write_text("not a run")
-    result = cli("leaderboard", path)
+    result = cli("leaderboard", path) if make != "--out a file" else cli("leaderboard", tmp_path, "--out", path)
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
