@@ -9,6 +9,8 @@ The Python API (each name is documented where it is defined):
     make_defense(name, classifier, **params) -> ART Preprocessor (or None)       hbbench.defenses
     sweep(spec)                            -> pandas.DataFrame  hbbench.api
     SweepSpec                              the grid             hbbench.spec
+    load_run(path)                         -> Run (summary, checks, manifest, records(), report())  hbbench.runs
+    compare(run_a, run_b)                  -> pandas.DataFrame, per-cell differences + sign test   hbbench.runs
 
 Names are imported on first use, so `hbbench --help` does not pay for torch and ART.
 """
@@ -22,6 +24,9 @@ _API = {
     "make_defense": "hbbench.defenses",
     "sweep": "hbbench.api",
     "SweepSpec": "hbbench.spec",
+    "load_run": "hbbench.runs",
+    "compare": "hbbench.runs",
+    "Run": "hbbench.runs",
 }
 __all__ = list(_API)
 

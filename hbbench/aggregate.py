@@ -10,7 +10,8 @@ COLUMNS = ["model", "dataset", "attack", "eps", "norm", "defense", "threat_model
            "defended_clean_top1", "defended_adv_top1", "clean_top5", "defended_adv_top5", "attack_success_rate",
            "ndcg", "mrr", "true_prob", "linf", "l2", "attack_seconds", "defense_seconds", "cell_id"]
 EXTRA = ["attack_gradient", "adv_ndcg", "adv_mrr", "defended_clean_ndcg", "defended_adv_top1_ci_low",
-         "defended_adv_top1_ci_high", "ndcg_ci_low", "ndcg_ci_high", "seed"]
+         "defended_adv_top1_ci_high", "ndcg_ci_low", "ndcg_ci_high", "seed", "forward_passes_per_image",
+         "backward_passes_per_image", "seconds_per_image"]
 SHOWN = ["attack", "eps", "defense", "threat_model", "clean_top1", "defended_clean_top1", "adv_top1",
          "defended_adv_top1", "ndcg", "mrr", "attack_seconds"]
 

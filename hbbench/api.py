@@ -36,6 +36,7 @@ from hbbench.options import SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
 from hbbench.models import model_weights, random_weights_note
+from hbbench.passes import cost_per_image
 from hbbench.records import summarize
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
@@ -126,7 +127,8 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         for r in results:
             store.write_shard(r.cell_id, r.shard, r.records, {
                 "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
-                "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
+                "attack_gradient": r.attack_gradient, "n": len(r.records),
+                "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes})
             summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
             on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
 
@@ -191,6 +193,7 @@ def _summarizer(cell):
         return {**describe(cell), **summarize(records), "attack_gradient": metas[0]["attack_gradient"],
                 "attack_seconds": sum(m["attack_seconds"] for m in metas),
                 "defense_seconds": sum(m["defense_seconds"] for m in metas),
+                **cost_per_image(metas, n),
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
                 "num_classes": metas[0].get("num_classes"),  # None in shards stored before it was kept
                 "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n,

@@ -286,5 +286,9 @@ def verify(ctx, run_dir):
         ctx.exit(1)
 
 
+from hbbench.leaderboard import leaderboard  # noqa: E402  (the command lives in its own module)
+
+main.add_command(leaderboard)
+
 if __name__ == "__main__":
     main()

@@ -43,3 +43,15 @@ def count_passes(model: nn.Module):
 
 def _add_backward(count: PassCount, n: int) -> None:
     count.backward += n
+
+
+def cost_per_image(shards: list[dict], n_images: int) -> dict:
+    """summary.csv's cost columns from a cell's shard records (``forward_passes``, ``backward_passes``,
+    ``attack_seconds`` each): per image, what the cell's attack run spent. Cells that share one attack
+    run (oblivious) each record that run's figures. Shards stored before passes were counted give NaN."""
+    def per_image(key):
+        values = [s.get(key) for s in shards]
+        return float("nan") if None in values or not n_images else sum(values) / n_images
+    return {"forward_passes_per_image": per_image("forward_passes"),
+            "backward_passes_per_image": per_image("backward_passes"),
+            "seconds_per_image": per_image("attack_seconds")}

@@ -25,6 +25,7 @@ from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attack_defenses, get_threat_model, make_defense
 from hbbench.errors import HBBenchError
 from hbbench.models import load_model
+from hbbench.passes import PassCount, count_passes
 from hbbench.records import sample_records
 from hbbench.spec import Cell
 
@@ -54,6 +55,7 @@ class ShardResult:
     attack_seconds: float
     defense_seconds: float
     attack_gradient: str
+    passes: PassCount  # forward and backward passes the shard's attack run spent crafting (all its images)
     probes: dict  # what the checks read: defense_randomized, gradient_zero_share (hbbench.checks.probes)
 
 
@@ -263,7 +265,8 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
 
     on_event("attack", cell=first, unit=unit)
     t0 = time.perf_counter()
-    x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.early_stop)
+    with count_passes(ctx.classifier.model) as passes:  # the network every attacked classifier shares
+        x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.early_stop)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
 
@@ -292,7 +295,8 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         records = sample_records(ids, y, probs, x, x_adv)
         records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
-        results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient, found))
+        results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient, passes,
+                                   found))
     return results
 
 

@@ -90,11 +90,13 @@ def cost_tables(doc: Doc, run: Run):
         if key in seen:
             continue
         seen.add(key)
-        rows.append([r.attack, eps_label(r.eps), r.target, number(f"{r.per_image:.3f}"),
-                     number(f"{r.attack_seconds:.2f}")])
-    doc.table(["attack", "ε", "crafted against (threat model)", "attack s / image", "attack s total"], rows,
+        rows.append([r.attack, eps_label(r.eps), r.target, _passes(r, "forward"), _passes(r, "backward"),
+                     number(f"{r.per_image:.3f}"), number(f"{r.attack_seconds:.2f}")])
+    doc.table(["attack", "ε", "crafted against (threat model)", "forward passes / image", "backward passes / image",
+               "attack s / image", "attack s total"], rows,
               table_id="attack-cost", caption="One row per attack run; cells that share adversarial examples "
-              "(every oblivious cell, and the undefended model under any threat model) share one run.")
+              "(every oblivious cell, and the undefended model under any threat model) share one run. Passes: "
+              "through the network while crafting, EoT draws included ('—': a run from before passes were counted).")
     rows = []
     for d in run.defenses:
         sub = df[df.defense == d]
@@ -103,3 +105,8 @@ def cost_tables(doc: Doc, run: Run):
     doc.table(["defense", "defense s / image (median)", "range over cells", "cells"], rows, table_id="defense-cost",
               caption="Time to apply the defense, per image, over clean and adversarial inputs (2n images per cell); "
                       "the model's forward pass is not included. Seconds on the machine that ran the sweep.")
+
+
+def _passes(row, kind: str):
+    value = getattr(row, f"{kind}_passes_per_image", float("nan"))  # absent in runs before passes were counted
+    return "—" if pd.isna(value) else number(f"{value:g}", {f"data-{kind}-passes": repr(float(value))})

@@ -1,0 +1,69 @@
+"""docs/results.md runs as written: its `$ ` commands in order in a fresh directory, each exiting 0, then
+its Python blocks as one script; what it prints is the doc's output blocks, and the leaderboard it
+writes is the doc's table (but for seconds, which depend on the machine)."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "results.md"
+
+
+def _argv(command: str) -> list[str]:
+    argv = shlex.split(command)
+    assert argv[0] == "hbbench", f"docs/results.md runs an unexpected program: {command}"
+    return [sys.executable, "-m", "hbbench.cli", *argv[1:]]
+
+
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), flags=re.S)
+
+
+def doc_commands() -> list[str]:
+    return [line[2:].strip() for block in blocks("console") for line in block.splitlines() if line.startswith("$ ")]
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("results-doc")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in doc_commands():
+        done = subprocess.run(_argv(command), cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    script = cwd / "notebook.py"
+    script.write_text("\n".join(blocks("python")))
+    done = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return cwd, done.stdout
+
+
+def _table(text: str) -> list[list[str]]:
+    """The leaderboard table's rows, cells stripped, its seconds column blanked."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    start = next(i for i, line in enumerate(lines) if "worst-case top-1" in line)
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[start:]]
+    seconds = rows[0].index("s / img")
+    return [row[:seconds] + row[seconds + 1:] for row in rows]
+
+
+def test_the_doc_walks_from_two_sweeps_to_a_leaderboard_and_a_comparison():
+    commands = doc_commands()
+    assert sum(c.startswith("hbbench sweep") for c in commands) == 2
+    assert any(c.startswith("hbbench leaderboard") for c in commands)
+    script = "\n".join(blocks("python"))
+    assert "hbbench.load_run(" in script and "hbbench.compare(" in script
+
+
+def test_the_leaderboard_is_the_docs_table(walked):
+    cwd, _ = walked
+    assert _table((cwd / "results" / "leaderboard.md").read_text()) == _table(DOC.read_text())
+
+
+def test_the_python_blocks_print_what_the_doc_shows(walked):
+    _, stdout = walked
+    assert stdout == "".join(blocks("text"))
