@@ -159,8 +159,9 @@ def _refuse_unfinished(store: RunStore, grid: Grid) -> None:
                if f.cell_id and f.status in (DAMAGED, FOREIGN)]  # stray files and the checks' cells aside
     if damaged:
         more = f" (and {len(damaged) - 1} more, `hbbench verify {store.root}` names them)" if len(damaged) > 1 else ""
-        raise HBBenchError(f"{store.root / damaged[0].path}: {damaged[0].reason}{more}; the `hbbench sweep` command "
-                           f"that made the run, with --run {store.root.name}, sets it aside and recomputes it")
+        raise HBBenchError(f"{store.root / damaged[0].path}: {damaged[0].reason}{more}, so the run is unfinished; "
+                           f"the `hbbench sweep` command that made it, with --run {store.root.name}, sets the file aside "
+                           "and recomputes its cell")
     missing = [c for c in cells if not store.has_cell(c.id)]
     if missing:
         raise HBBenchError(f"{store.root} has {len(missing)} of {len(cells)} cells unfinished (e.g. {missing[0].attack} "
