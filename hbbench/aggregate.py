@@ -60,7 +60,8 @@ def write_summary(store: RunStore, order: list[str] | None = None, extra_rows: l
     worst-case rows)."""
     df = summary_table(store.summaries(), order)
     if extra_rows:
-        df = pd.concat([df, pd.DataFrame(list(extra_rows))], ignore_index=True)[df.columns]
+        extra = pd.DataFrame(list(extra_rows))  # worst-case rows add their decisive attack and verdict
+        df = pd.concat([df, extra], ignore_index=True)[list(df.columns) + [c for c in extra if c not in df]]
     atomic_write_text(store.root / "summary.csv", df.to_csv(index=False))
     atomic_write_text(store.root / "summary.md", markdown(df))
     atomic_write_text(store.root / "summary.tex", latex(df))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.aggregate import write_summary
-from hbbench.checks import auxiliary, resolve_checks, worst_case
+from hbbench.checks import auxiliary, remedies, resolve_checks, worst_case
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.run import check_table
 from hbbench.checks.table import write_checks
@@ -58,6 +58,7 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         spec.validate()
     plugins = load_plugins(spec.plugins)  # before the grid: it may name the plugins' entries
     check_names = resolve_checks(checks)
+    full = set(resolve_checks("full")) <= set(check_names)  # remedies run with every check
     if isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 1:
         raise HBBenchError(f"check samples must be a positive integer, got {check_samples!r}")
     cells = spec.cells()
@@ -91,8 +92,9 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
         total = len(cells) * n_shards + len(extra)
         on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
         status = "interrupted"
-        try:
-            for results in run_executor(units, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
+
+        def execute(todo):
+            for results in run_executor(todo, batch_size=spec.batch_size, device=spec.device, on_event=on_event,
                                         workers=workers, address=address, loader_workers=loader_workers,
                                         threads=threads, plugins=plugins):
                 for r in results:
@@ -101,11 +103,23 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
                         "attack_gradient": r.attack_gradient, "n": len(r.records), **r.probes})
                     summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
                     on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
+        try:
+            execute(units)
+            for _ in range(remedies.ROUNDS if full else 0):  # each round's remedies are planned from the last's
+                evidence = _evidence(store, cells, added, n_checked)
+                todo = remedies.todo(remedies.outcomes(evidence, check_table(evidence, check_names)))
+                by_id.update({c.id: c for c in todo})
+                shards.update({c.id: n_shards for c in todo})
+                for c in todo:  # a remedy killed between its last shard and the merge
+                    store.merge_shards(c.id, n_shards, _summarizer(c))
+                execute(plan_units(todo, n_samples, spec.shard_size, done, cache))
             status = "complete"
         finally:
             evidence = _evidence(store, cells, added, n_checked)
-            table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence))
             checks_table = check_table(evidence, check_names)
+            found = remedies.outcomes(evidence, checks_table, remedies=full)
+            table = write_summary(store, order=[c.id for c in cells],
+                                  extra_rows=worst_case.rows(remedies.with_remedies(evidence, found), found, full))
             write_checks(store.root, checks_table)
             manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(by_id).sum()),
                             checks=list(check_names))
@@ -117,7 +131,8 @@ def sweep(spec: SweepSpec | dict, out: str | Path = "results", run: str | None =
 
 
 def _evidence(store: RunStore, cells, added, n_checked: int) -> Evidence:
-    ids = {c.id for c in cells} | {c.id for pairs in added.values() for c, _ in pairs}
+    ids = {c.id for c in cells} | {c.id for pairs in added.values() for c, _ in pairs} | \
+        {c.id for c in remedies.possible(cells)}
     summaries = {s["cell_id"]: s for s in store.summaries() if s.get("cell_id") in ids}
     return Evidence(cells, added, summaries, store.read_records, n_checked)
 

@@ -12,7 +12,7 @@ from hbbench.errors import HBBenchError
 from hbbench.registry import Registry
 
 CHECKS = Registry("check", skip=1)  # a check takes the run's Evidence (hbbench.checks.evidence)
-STATUSES = ("fail", "warn", "pass", "not run")
+STATUSES = ("fail", "warn", "pass", "info", "not run")  # info: named, not judged (inner_optimisation)
 LEVELS = ("none", "default", "full")
 
 
