@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_binarization_passes_honest_attacks_and_fails_masked_gradients(tmp_path, planted_defense):  # noqa: F811
     sweep(dict(attacks=["pgd[max_iter=5]"], defenses=["jpeg", planted_defense], threat_models=["bpda", "adaptive"],
-               n=3), out=tmp_path, run="r", checks="binarization", check_samples=3)
+               n=2), out=tmp_path, run="r", checks="binarization", check_samples=2)
     t = pd.read_csv(tmp_path / "r" / "checks.csv")
     got = {(r.defense, r.threat_model): (r.status, r.numbers) for r in t[t.check == "binarization"].itertuples()}
     assert got[("none", "bpda")][0] == "pass", got

@@ -148,7 +148,7 @@ def outcomes(ev: Evidence, table, remedies: bool = True) -> dict[tuple, Outcome]
 
 
 def _settle(ev: Evidence, failed: list[str], cells: list[Cell]) -> Outcome:
-    kinds = list(dict.fromkeys(k for name in failed for k in CHECKS.resolve(name)[0].meta["remedy"]))
+    kinds = list(dict.fromkeys(k for name in failed for k in CHECKS.resolve(name)[0].meta.get("remedy", ())))
     known = {c.id for c in ev.cells}
     tried: list[Cell] = []
     for round_ in range(1, ROUNDS + 1):
@@ -170,11 +170,29 @@ def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list
             rows = CHECKS.resolve(name)[0].factory(replace(ev, cells=eot, auxiliary={})) if eot else []
             if not rows or any(r["status"] != "pass" for r in rows):
                 return False
+        elif name == "binarization" and not _binarization_passes(ev, cells, remedies):
+            return False
         elif name in PROBE_CHECKS and not any(c.attack_name in LOGIT_LOSSES or
                                               ev.summaries[c.id].get("gradient_zero_share", 1) <= ZERO_GRADIENT_OK
                                               for c in remedies):
             return False  # every remedy follows the same masked gradient
     return not _beaten(ev, cells, remedies)
+
+
+def _binarization_passes(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
+    """The binarization test again, with the remedies' gradient attacks (each threat model's alone)."""
+    from hbbench.checks import binarization
+    from hbbench.runner import get_context
+
+    ctx = get_context(cells[0], 32, "auto")
+    for eps in {c.eps for c in cells}:
+        by_threat: dict[str, list[Cell]] = {}
+        for c in _attacks([r for r in remedies if r.eps == eps]):
+            by_threat.setdefault(c.threat_model, []).append(c)
+        results = [binarization.found_share(group, ctx, ev.check_samples) for group in by_threat.values()]
+        if not any(conclusive and found >= binarization.MIN_FOUND * conclusive for found, conclusive in results):
+            return False
+    return True
 
 
 def _beaten(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
