@@ -231,14 +231,14 @@ def possible(cells: list[Cell]) -> list[Cell]:
     return [c for c in out.values() if c.id not in grid]
 
 
-def verdict(outcome: Outcome | None, before: float, after: float, decisive: str, full: bool) -> str:
+def verdict(outcome: Outcome | None, before: float, after: float, by: str, full: bool) -> str:
     """The worst-case row's verdict: holds, repaired: <before> -> <after> by <attack> (<checks> failed),
-    or unverified (tried: ...)."""
+    or unverified (tried: ...). ``by``: the remedy attack that broke the most images the grid's missed."""
     if outcome is None:
         return "holds"
     failed = ", ".join(outcome.failed)
     if outcome.repaired:
-        return f"repaired: {before:.2f} → {after:.2f} by {decisive} ({failed} failed)"
+        return f"repaired: {before:.2f} → {after:.2f} by {by} ({failed} failed)"
     if not outcome.tried:
         hint = "" if full else "; --checks full runs the remedies"
         return f"unverified (tried: nothing{hint}; {failed} failed)"

@@ -51,9 +51,13 @@ def _rows(ev: Evidence, found: dict, full: bool) -> list[dict]:
         if len(done) < 2 or len(done) < len(weaker):
             continue  # one attack is its own row; an unfinished one would overstate robustness
         before = np.logical_and.reduce([~ev.fooled(c, on="defended") for c in done])
-        done += [c for c in remedy if c.defense == defense and c.eps == eps and ev.done(c)
+        added = [c for c in remedy if c.defense == defense and c.eps == eps and ev.done(c)
                  and _knows(c.threat_model) <= _knows(threat)]
+        done += added
         fooled = {f"{c.attack} ({c.threat_model})": ev.fooled(c, on="defended") for c in done}
+        gains = {f"{c.attack} ({c.threat_model})": int((fooled[f"{c.attack} ({c.threat_model})"] & before).sum())
+                 for c in added}  # images a remedy broke that every grid attack missed
+        by = max(gains, key=gains.get, default="—")
         survived = np.logical_and.reduce([~f for f in fooled.values()])
         first = ev.summaries[done[0].id]
         outcome = found.get((done[0].model_label or done[0].model, defense, threat))
@@ -70,6 +74,6 @@ def _rows(ev: Evidence, found: dict, full: bool) -> list[dict]:
             "attack_gradient": "worst of: " + ", ".join(attacks), "seed": first["seed"],
             "cell_id": WORST_CASE + "-" + hashlib.sha256("|".join(sorted(c.id for c in done)).encode()).hexdigest()[:12],
             "decisive_attack": best,
-            "verdict": remedies.verdict(outcome, float(before.mean()), float(survived.mean()), best, full),
+            "verdict": remedies.verdict(outcome, float(before.mean()), float(survived.mean()), by, full),
         })
     return out
