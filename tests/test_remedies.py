@@ -62,7 +62,7 @@ def test_saturated_softmax_is_repaired_by_the_logit_loss_attacks(tmp_path, satur
     assert row.verdict.startswith("repaired: ") and "(zero_gradient" in row.verdict, row.verdict
     assert before > row.defended_adv_top1  # the masked figure fell
     assert abs(row.defended_adv_top1 - worst(plain, "none", "bpda").defended_adv_top1) <= 0.25 + 1e-9  # one image
-    assert row.decisive_attack in ("apgd_dlr (bpda)", "pgd_margin (bpda)")
+    assert "by apgd_dlr (bpda)" in row.verdict or "by pgd_margin (bpda)" in row.verdict  # the remedy that broke most
 
 
 def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, planted_defense):  # noqa: F811
