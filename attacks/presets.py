@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 from art.attacks import evasion as E
 from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as _pgd_torch
 
@@ -169,3 +170,38 @@ def hopskipjump(classifier, max_iter: int = 10, max_eval: int = 1000, init_eval:
                 norm: str = "2", batch_size: int = 32):
     return E.HopSkipJump(classifier, batch_size=batch_size, norm=_norm(norm), max_iter=max_iter,
                          max_eval=max_eval, init_eval=init_eval, init_size=init_size, verbose=False)
+
+
+# Remedy attacks (docs/evaluation.md, "Remedies"): losses that do not go through the softmax, for a
+# model or defense whose cross-entropy gradient is masked (saturated softmax: exactly 0 in float32).
+
+@ATTACKS.register("apgd_dlr", "AutoProjectedGradientDescent with the DLR loss (Croce & Hein 2020): a ratio "
+                  "of logit differences, invariant to the logits' scale, so a saturated softmax cannot mask it",
+                  norm="inf", budget=True, gradient=True)
+def apgd_dlr(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 20,
+             nb_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
+    return E.AutoProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
+                                          max_iter=max_iter, nb_random_init=nb_random_init, batch_size=batch_size,
+                                          loss_type="difference_logits_ratio", verbose=False)
+
+
+@ATTACKS.register("pgd_margin", "ProjectedGradientDescent on the C&W margin loss (max other logit - true "
+                  "logit, Carlini & Wagner 2017) instead of cross-entropy: no softmax to saturate",
+                  norm="inf", budget=True, gradient=True)
+def pgd_margin(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
+               num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
+    from hbbench.classifier import with_loss
+
+    return pgd(with_loss(classifier, MarginLoss()), eps=eps, eps_step=eps_step, max_iter=max_iter,
+               num_random_init=num_random_init, norm=norm, batch_size=batch_size)
+
+
+class MarginLoss(torch.nn.Module):
+    """The untargeted C&W margin on logits, summed over the batch: max_{j != y} z_j - z_y (labels one-hot).
+    PGD ascends it; its gradient is a difference of two logits' gradients whatever their scale."""
+
+    def forward(self, logits, onehot):
+        onehot = onehot.to(logits.dtype)
+        true = (logits * onehot).sum(1)
+        other = logits.masked_fill(onehot.bool(), float("-inf")).max(1).values
+        return (other - true).sum()

@@ -61,7 +61,8 @@ def write_summary(run: RunDir, order: list[str] | None = None, extra_rows: list[
     worst-case rows); summary.md opens with ``note`` (which models run with random weights)."""
     df = summary_table(run.cell_summaries(), order)
     if extra_rows:
-        df = pd.concat([df, pd.DataFrame(list(extra_rows))], ignore_index=True)[df.columns]
+        extra = pd.DataFrame(list(extra_rows))  # worst-case rows add their decisive attack and verdict
+        df = pd.concat([df, extra], ignore_index=True)[list(df.columns) + [c for c in extra if c not in df]]
     run.write_text("summary.csv", df.to_csv(index=False))
     run.write_text("summary.md", note + markdown(df))
     run.write_text("summary.tex", latex(df))

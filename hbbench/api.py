@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.aggregate import write_summary
-from hbbench.checks import auxiliary, resolve_checks, worst_case
+from hbbench.checks import auxiliary, remedies, resolve_checks, worst_case
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.run import check_table
-from hbbench.checks.table import write_checks
+from hbbench.checks.table import model_unverified, write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.grid import Grid, resolve
@@ -50,6 +50,7 @@ PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision",
 class Plan:
     grid: Grid
     check_names: tuple[str, ...]
+    full: bool  # every check chosen: failed checks run their remedies (hbbench.checks.remedies)
     added: dict  # check name -> [(added cell, the grid cell it stands beside)] (hbbench.checks.auxiliary)
     extra: tuple  # the cells the costly checks add
     n_samples: int
@@ -91,7 +92,8 @@ def _plan(grid: Grid, options: SweepOptions, store: RunStore) -> Plan:
         _refuse_unfinished(store, grid)
     # data and models first: a bad file, weight or shape is refused before the run directory exists
     n_samples = preflight(grid.spec, grid.cells, in_process=options.executor == "local" and options.workers == 1)
-    return Plan(grid, check_names, added, tuple(auxiliary.added_cells(added)), n_samples,
+    full = set(resolve_checks("full")) <= set(check_names)
+    return Plan(grid, check_names, full, added, tuple(auxiliary.added_cells(added)), n_samples,
                 min(options.check_samples, n_samples))
 
 
@@ -112,6 +114,8 @@ def _open(store: RunStore, plan: Plan, options: SweepOptions, on_event):
 
 
 def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> None:
+    """The grid's and the costly checks' cells, then up to ``remedies.ROUNDS`` rounds of remedy cells
+    for the settings whose checks fail (only when every check runs), each round planned from the last."""
     grid, by_id = plan.grid, plan.by_id
     n_shards = shard_count(plan.n_samples, grid.spec.shard_size)
     shards = {c.id: n_shards for c in grid.cells} | {c.id: 1 for c in plan.extra}
@@ -123,32 +127,54 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         plan_units(list(plan.extra), plan.n_checked, None, done, cache)
     total = len(grid.cells) * n_shards + len(plan.extra)
     on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
-    for results in get_executor(options.executor)(units, grid, options, on_event):
-        for r in results:
-            store.write_shard(r.cell_id, r.shard, r.records, {
-                "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
-                "attack_gradient": r.attack_gradient, "n": len(r.records),
-                "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes})
-            summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
-            on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
+
+    def execute(todo):
+        for results in get_executor(options.executor)(todo, grid, options, on_event):
+            for r in results:
+                store.write_shard(r.cell_id, r.shard, r.records, {
+                    "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
+                    "attack_gradient": r.attack_gradient, "n": len(r.records),
+                    "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes})
+                summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
+                on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
+
+    execute(units)
+    for _ in range(remedies.ROUNDS if plan.full else 0):
+        evidence = _evidence(store, plan)
+        todo = remedies.todo(remedies.outcomes(evidence, check_table(evidence, plan.check_names)))
+        by_id.update({c.id: c for c in todo})
+        shards.update({c.id: n_shards for c in todo})
+        for c in todo:  # a remedy killed between its last shard and the merge
+            store.merge_shards(c.id, n_shards, _summarizer(c))
+        execute(plan_units(todo, plan.n_samples, grid.spec.shard_size, done, cache))
 
 
 def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) -> pd.DataFrame:
     cells = list(plan.grid.cells)
-    ids = set(plan.by_id)
-    summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
-    evidence = Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked)
-    table = write_summary(store, order=[c.id for c in cells], extra_rows=worst_case.rows(evidence),
-                          note=random_weights_note(manifest["model_weights"]))
+    evidence = _evidence(store, plan)
     checks_table = check_table(evidence, plan.check_names)
+    found = remedies.outcomes(evidence, checks_table, remedies=plan.full)
+    worst = worst_case.rows(remedies.with_remedies(evidence, found), found, plan.full)
+    for row in worst:  # a model that does not classify the images voids every verdict (model_sanity)
+        row["verdict"] = model_unverified(checks_table, row["model"]) or row["verdict"]
+    table = write_summary(store, order=[c.id for c in cells], extra_rows=worst,
+                          note=random_weights_note(manifest["model_weights"]))
     write_checks(store, checks_table)
-    manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(ids).sum()),
+    manifest.update(status=status, finished=_now(), cells_done=int(table.cell_id.isin(set(plan.by_id)).sum()),
                     checks=list(plan.check_names))
     if plan.extra:  # the images the costly checks' cells hold; kept from the run that made them
         manifest["check_samples"] = plan.n_checked
     store.write_manifest(manifest)
     on_event("checks", table=checks_table)
     return table
+
+
+def _evidence(store: RunStore, plan: Plan) -> Evidence:
+    """What the checks read: the grid's, the costly checks' and every possible remedy's summaries."""
+    cells = list(plan.grid.cells)
+    ids = set(plan.by_id) | {c.id for c in remedies.possible(cells)}
+    summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
+    return Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked)
 
 
 def _refuse_unfinished(store: RunStore, grid: Grid) -> None:

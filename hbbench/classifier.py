@@ -131,6 +131,20 @@ def with_defenses(classifier, defenses: Sequence, eot_draws: int = 1):
     return clf
 
 
+def with_loss(classifier, loss: nn.Module):
+    """``classifier`` (model, normalisation, defenses, EoT draws) with another loss, which takes the logits
+    and one-hot labels (ART passes labels through unreduced for a loss it does not know)."""
+    pre = classifier.preprocessing
+    clf = _classifier_class()(
+        model=classifier.model, loss=loss, input_shape=classifier.input_shape, nb_classes=classifier.nb_classes,
+        clip_values=classifier.clip_values, preprocessing=(pre.mean, pre.std),
+        preprocessing_defences=classifier.preprocessing_defences,
+        device_type="gpu" if classifier.device.type == "cuda" else "cpu",
+    )
+    clf.eot_draws = classifier.eot_draws
+    return clf
+
+
 def predict_probs(classifier, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Class probabilities: the models return logits, every metric and figure wants probabilities."""
     logits = classifier.predict(x, batch_size=batch_size)

@@ -114,7 +114,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
               "by --workers).")
 @click.option("--checks", default="default", show_default=True,
               help="Evaluation checks: none, default (cheap, from the run's records), full (adds attack runs: "
-              "unbounded, not_converged, blackbox_beats_whitebox), or check names (hbbench list checks).")
+              "unbounded, not_converged, blackbox_beats_whitebox, binarization; then the remedy attacks of "
+              "failed checks), or check names (hbbench list checks).")
 @click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
 @click.pass_context

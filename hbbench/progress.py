@@ -58,7 +58,17 @@ def run_with_progress(grid, options):
         progress.update(state["current"], visible=False)
     click.echo(markdown(table))
     _echo_checks(state.get("checks"))
+    _echo_verdicts(table)
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
+
+
+def _echo_verdicts(table) -> None:
+    """One line per worst-case row whose verdict is not "holds" (hbbench.checks.worst_case)."""
+    if "verdict" not in table:
+        return
+    for r in table[table.verdict.notna() & (table.verdict != "holds")].itertuples():
+        click.echo(f"worst case {r.defense} under {r.threat_model} at {r.eps * 255:g}/255 on {r.model}: "
+                   f"{r.defended_adv_top1:.2f} — {r.verdict}")
 
 
 def _progress_line(cell, state) -> str:

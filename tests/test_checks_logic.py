@@ -145,3 +145,49 @@ def test_check_names_are_resolved_or_refused():
     assert resolve_checks("unbounded,zero_gradient") == ("unbounded", "zero_gradient")
     with pytest.raises(HBBenchError, match="unknown check 'masking'"):
         resolve_checks("masking")
+
+
+def test_remedies_follow_where_the_masking_is():
+    from hbbench.checks import remedies
+
+    cells = SweepSpec.from_dict(dict(attacks=["fgsm", "pgd", "bim"], defenses=["jpeg"],
+                                     threat_models=["adaptive", "bpda"], n=N)).cells()
+
+    def planned(kinds, defense, threat, round_=1, previous=()):
+        setting = remedies._attacks([c for c in cells if c.defense == defense and c.threat_model == threat])
+        return remedies._round(kinds, setting, list(previous), round_, {c.id for c in cells})
+
+    # in the defense (adaptive): BPDA, which the grid already holds here, so nothing new
+    assert planned(["gradient"], "jpeg", "adaptive") == []
+    adaptive_only = [c for c in cells if c.threat_model == "adaptive"]
+    assert {(c.attack, c.threat_model) for c in remedies._round(["gradient"], remedies._attacks(
+        [c for c in adaptive_only if c.defense == "jpeg"]), [], 1, {c.id for c in adaptive_only})} == \
+        {("fgsm", "bpda"), ("pgd", "bpda"), ("bim", "bpda")}
+    logit = planned(["gradient"], "none", "bpda")  # in the model: losses that skip the softmax
+    assert {(c.attack, c.threat_model) for c in logit} == {("apgd_dlr", "bpda"), ("pgd_margin", "bpda")}
+    assert {c.threat_model for c in planned(["eot"], "jpeg", "bpda")} == {"bpda[eot=8]"}
+    assert {c.threat_model for c in planned(["eot"], "jpeg", "bpda", 2)} == {"bpda[eot=16]"}
+    assert {c.attack for c in planned(["restarts"], "jpeg", "bpda")} == {"pgd[max_iter=40,num_random_init=5]"}
+    assert {c.attack for c in planned(["square"], "jpeg", "bpda")} == {"square[max_iter=1000,norm=inf]"}
+    second = planned(["gradient"], "none", "bpda", 2, logit)  # round 2: restarts on round 1's remedies
+    assert {c.attack for c in second} == {"apgd_dlr[max_iter=80,nb_random_init=5]",
+                                          "pgd_margin[max_iter=40,num_random_init=5]"}
+    possible = {c.id for c in remedies.possible(cells)}
+    assert {c.id for c in logit + second} <= possible and not possible & {c.id for c in cells}
+
+
+def test_decisive_attack_and_verdict_forms():
+    from hbbench.checks.remedies import Outcome, verdict
+    from hbbench.checks.worst_case import decisive
+
+    t, f = True, False
+    assert decisive({"a": np.array([t, t, f]), "b": np.array([t, f, f])}) == "a"
+    assert decisive({"a": np.array([t, f]), "b": np.array([t, f])}) == "—"
+    assert verdict(None, 0.5, 0.5, "a", True) == "holds"
+    cells = SweepSpec.from_dict(dict(attacks=["pgd"], defenses=["jpeg"], threat_models=["bpda"], n=N)).cells()
+    assert verdict(Outcome(["zero_gradient"], cells, True, []), 0.81, 0.06, "apgd_dlr (bpda)", True) == \
+        "repaired: 0.81 → 0.06 by apgd_dlr (bpda) (zero_gradient failed)"
+    assert verdict(Outcome(["unbounded"], cells[:1], False, []), 0.8, 0.8, "—", True) == \
+        "unverified (tried: pgd (bpda); unbounded failed)"
+    assert verdict(Outcome(["unbounded"], [], False, []), 0.8, 0.8, "—", False).startswith(
+        "unverified (tried: nothing; --checks full runs the remedies")

@@ -80,9 +80,10 @@ def added_cells(plan_: dict) -> list[Cell]:
     return list(unique.values())
 
 
-
 def run_cells(cells: list[Cell]) -> list[Cell]:
-    """Every cell a run directory may hold: the grid's and any the costly checks add."""
-    from hbbench.checks import resolve_checks
+    """Every cell a run directory may hold: the grid's, any the costly checks add, any remedy."""
+    from hbbench.checks import remedies, resolve_checks
 
-    return cells + added_cells(plan(cells, resolve_checks("full")))
+    added = added_cells(plan(cells, resolve_checks("full")))
+    ids = {c.id for c in cells + added}
+    return cells + added + [c for c in remedies.possible(cells) if c.id not in ids]

@@ -7,6 +7,7 @@ from hbbench.checks import CHECKS
 from hbbench.checks.auxiliary import attacks_through_defense, is_iterative_gradient
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
+from hbbench.defenses import DEFENSES
 from hbbench.defenses.threat import get_threat_model
 
 ZERO_GRADIENT_FAIL = 0.2  # more than this share of masked gradients: the attack had nothing to follow
@@ -34,7 +35,7 @@ def _compare(check, cell, a_name, fooled_a, b_name, fooled_b, what, eps="cell"):
 
 
 @CHECKS.register("zero_gradient", "share of samples whose loss gradient through the defense is zero or NaN",
-                 cost="cheap")
+                 cost="cheap", remedy=("gradient",))
 def zero_gradient(ev: Evidence) -> list[dict]:
     rows = []
     for (_, threat), cells in ev.groups("defense", "threat_model").items():
@@ -56,7 +57,7 @@ def zero_gradient(ev: Evidence) -> list[dict]:
 
 
 @CHECKS.register("randomized_without_eot", "a randomized defense attacked with gradients but without EoT",
-                 cost="cheap")
+                 cost="cheap", remedy=("eot",))
 def randomized_without_eot(ev: Evidence) -> list[dict]:
     rows = []
     for _, cells in ev.groups("defense", "threat_model").items():
@@ -82,7 +83,7 @@ def randomized_without_eot(ev: Evidence) -> list[dict]:
 
 
 @CHECKS.register("single_step_beats_iterative", "FGSM stronger than PGD/BIM at the same eps and threat model",
-                 cost="cheap")
+                 cost="cheap", remedy=("restarts",))
 def single_step_beats_iterative(ev: Evidence) -> list[dict]:
     rows = []
     for _, cells in ev.groups("defense", "threat_model", "eps").items():
@@ -100,7 +101,7 @@ def single_step_beats_iterative(ev: Evidence) -> list[dict]:
 
 
 @CHECKS.register("transfer_beats_whitebox", "the oblivious attack (crafted on the undefended model) stronger "
-                 "than the attack through the defense", cost="cheap")
+                 "than the attack through the defense", cost="cheap", remedy=("gradient",))
 def transfer_beats_whitebox(ev: Evidence) -> list[dict]:
     rows = []
     oblivious = {(c.attack, c.eps, c.defense): c for c in ev.cells if c.threat_model == "oblivious"}
@@ -120,7 +121,7 @@ def transfer_beats_whitebox(ev: Evidence) -> list[dict]:
     return rows
 
 
-@CHECKS.register("not_monotone", "defended accuracy rises with eps", cost="cheap")
+@CHECKS.register("not_monotone", "defended accuracy rises with eps", cost="cheap", remedy=("restarts",))
 def not_monotone(ev: Evidence) -> list[dict]:
     rows = []
     for (_, _, attack), cells in ev.groups("defense", "threat_model", "attack").items():
@@ -137,7 +138,7 @@ def not_monotone(ev: Evidence) -> list[dict]:
 
 
 @CHECKS.register("unbounded", "PGD over the whole pixel range (50 steps, no random start) through the defense "
-                 "must take defended top-1 to <= 0.01", cost="costly")
+                 "must take defended top-1 to <= 0.01", cost="costly", remedy=("gradient",))
 def unbounded(ev: Evidence) -> list[dict]:
     rows = []
     for added, _ in ev.auxiliary.get("unbounded", []):
@@ -154,7 +155,7 @@ def unbounded(ev: Evidence) -> list[dict]:
     return rows
 
 
-@CHECKS.register("not_converged", "twice the iterations lowers defended accuracy", cost="costly")
+@CHECKS.register("not_converged", "twice the iterations lowers defended accuracy", cost="costly", remedy=("restarts",))
 def not_converged(ev: Evidence) -> list[dict]:
     rows = []
     for added, base in ev.auxiliary.get("not_converged", []):
@@ -168,7 +169,7 @@ def not_converged(ev: Evidence) -> list[dict]:
 
 
 @CHECKS.register("blackbox_beats_whitebox", "a score-based attack (SquareAttack, 100 queries) stronger than "
-                 "the run's gradient attacks at the same eps", cost="costly")
+                 "the run's gradient attacks at the same eps", cost="costly", remedy=("gradient", "square"))
 def blackbox_beats_whitebox(ev: Evidence) -> list[dict]:
     rows = []
     square = {(c.defense, c.eps): c for c, _ in ev.auxiliary.get("blackbox_beats_whitebox", [])}
@@ -212,4 +213,55 @@ def silent_success(ev: Evidence) -> list[dict]:
         rows.append(row("silent_success", cell, "fail" if lost else "pass",
                         f"{int(lost)} of the {int(found)} images an iterate fooled are correct on the returned example",
                         f"found {int(found)}, lost {int(lost)}"))
+    return rows
+
+
+@CHECKS.register("inner_optimisation", "the defense computes gradients or runs an optimizer in its forward pass "
+                 "(information, not a failure)", cost="cheap", remedy=())
+def inner_optimisation(ev: Evidence) -> list[dict]:
+    """An 'info' row per defense x threat model whose defense declares ``inner_optimisation`` in its
+    registry entry (AutoAttack's flags name such defenses too): the adaptive gradient runs through that
+    inner step, a known source of weak gradients (Tramer et al. 2020)."""
+    rows = []
+    for (_, threat), cells in ev.groups("defense", "threat_model").items():
+        name = cells[0].defense_name
+        inner = DEFENSES.resolve(name)[0].meta.get("inner_optimisation") if name in DEFENSES else None
+        if inner:
+            through = "differentiates through" if get_threat_model(threat).gradient == "true" else "skips"
+            rows.append(row("inner_optimisation", cells[0], "info", f"the defense's forward pass {inner}; "
+                            f"the attack under {threat} {through} that inner step", eps=None))
+    return rows
+
+
+@CHECKS.register("binarization", "active test (Zimmermann et al. 2022): the attack must find an adversarial "
+                 "example that provably exists (a binary readout on the features) on >= 95% of the check images",
+                 cost="costly", remedy=("gradient", "restarts"))
+def binarization(ev: Evidence) -> list[dict]:
+    from hbbench.checks import binarization as B
+    from hbbench.runner import get_context
+
+    rows = []
+    for (_, _, eps), cells in ev.groups("defense", "threat_model", "eps").items():
+        gradient = [c for c in cells if ATTACKS.resolve(c.attack_name)[0].meta["gradient"]
+                    and ATTACKS.resolve(c.attack_name)[0].meta["budget"]]
+        attacks = [c for c in gradient if is_iterative_gradient(c)] or gradient
+        if eps is None or not attacks:
+            continue
+        if not attacks_through_defense(cells[0]):
+            rows.append(_not_through_defense("binarization", cells[0], eps))
+            continue
+        ctx = get_context(cells[0], 32, "auto")
+        if B.last_linear(ctx.classifier.model, ctx.classifier.nb_classes) is None:
+            rows.append(row("binarization", cells[0], "not run", "the network has no last linear layer to replace"))
+            continue
+        found, conclusive = B.found_share(attacks, ctx, ev.check_samples)
+        if not conclusive:
+            rows.append(row("binarization", cells[0], "not run", "no image where the readout separates its points"))
+            continue
+        ok = found >= B.MIN_FOUND * conclusive
+        rows.append(row("binarization", cells[0], "pass" if ok else "fail",
+                        "the attack finds the adversarial examples that exist" if ok else
+                        "the attack cannot find adversarial examples that exist",
+                        f"found {found} of {conclusive} conclusive images with {'+'.join(c.attack for c in attacks)} "
+                        f"(fail below {B.MIN_FOUND:.0%})"))
     return rows

@@ -2,6 +2,7 @@
 worst-case rows), whether the checks verify it, and the checks that did not pass (checks.csv)."""
 from __future__ import annotations
 
+import pandas as pd
 
 from hbbench.labels import eps_label
 from hbbench.report.data import Run
@@ -32,6 +33,22 @@ def model_sanity_first(doc: Doc, run: Run):
                      "below is meaningless until it does.", cls="note")
 
 
+def _decisive(r) -> str:
+    value = getattr(r, "decisive_attack", None)  # runs before the remedies have no such column
+    return "—" if value is None or pd.isna(value) else str(value)
+
+
+def _verdict(run: Run, r) -> str:
+    """The row's verdict (holds / repaired: ... / unverified (tried: ...)), or for runs before the
+    remedies, what the checks say."""
+    value = getattr(r, "verdict", None)
+    if run.checks is None or value is None or pd.isna(value) or run.model_unverified():
+        return verification(run, r.defense, r.threat_model)
+    if value == "holds":
+        return "baseline" if r.defense == "none" else f"holds ({verification(run, r.defense, r.threat_model)})"
+    return str(value)
+
+
 def worst_case_and_checks(doc: Doc, run: Run):
     doc.heading(2, "Worst case and evaluation checks", "checks")
     if run.worst_case.empty:
@@ -39,7 +56,9 @@ def worst_case_and_checks(doc: Doc, run: Run):
     else:
         doc.para("Worst-case robustness: the share of images that survive every attack of the run at that budget "
                  "(an attacker who knows the defense may also ignore it, so bpda's worst case counts the oblivious "
-                 "attacks too). 'unverified' means an evaluation check failed for that defense and threat model "
+                 "attacks too, and with --checks full the remedy attacks of failed checks). 'decisive attack' broke "
+                 "the most images no other attack broke. 'repaired' means a check failed and its remedy attacks "
+                 "answered it (the number includes them); 'unverified' means a check failed and was not answered "
                  "(docs/evaluation.md): the attack behind the number may have been too weak.")
         rows = []
         for r in run.worst_case.itertuples():
@@ -47,8 +66,10 @@ def worst_case_and_checks(doc: Doc, run: Run):
                          number(f"{f3(r.defended_adv_top1)} {ci(r.defended_adv_top1_ci_low, r.defended_adv_top1_ci_high)}",
                                 {"data-defense": r.defense, "data-threat": r.threat_model,
                                  "data-worst-top1": repr(float(r.defended_adv_top1))}),
-                         str(r.attack_gradient).removeprefix("worst of: "), verification(run, r.defense, r.threat_model)])
-        doc.table(["defense", "threat model", "ε", "worst-case top-1 [95% CI]", "attacks", "verdict"], rows,
+                         str(r.attack_gradient).removeprefix("worst of: "), _decisive(r),
+                         _verdict(run, r)])
+        doc.table(["defense", "threat model", "ε", "worst-case top-1 [95% CI]", "attacks", "decisive attack",
+                   "verdict"], rows,
                   table_id="worst-case")
     if run.checks is None:
         doc.para("No evaluation checks ran for this run (`hbbench check RUN_DIR` runs them).")

@@ -1,0 +1,246 @@
+"""Remedies: the attacks that answer a failed check (docs/evaluation.md, "Remedies").
+
+Each check declares in its registry entry (beside its cost) the kinds of remedy that answer its
+failure. With ``--checks full``, every setting (model x defense x threat model) with a failed check
+gets its remedy attacks on every image of the run, as ordinary cells (stored, resumed, run by the
+executors like the grid's, never rows of the grid table). Then the setting is checked again: it is
+*repaired* when the remedies answer each failed check, else a second round strengthens them; a
+setting still failing after that stays *unverified* and names what was tried. Everything a setting's
+remedies store counts in its worst case (hbbench.checks.worst_case).
+
+Remedy kinds:
+- ``gradient``: under ``adaptive`` with a defense, the same attacks under BPDA (the masking is in the
+  defense); otherwise (no defense, or already BPDA: the masking is in the model) APGD with the DLR
+  loss and PGD on the C&W margin loss, whose losses do not go through the softmax.
+- ``eot``: the same attacks with EoT over 8 draws (16 in the second round).
+- ``restarts``: the iterative attacks with 4x the iterations and 5 random restarts.
+- ``square``: SquareAttack with 1,000 queries on every image.
+The second round applies ``restarts`` to the first round's iterative remedies and doubles EoT.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hbbench.attacks import ATTACKS, attack_norm
+from hbbench.checks import CHECKS, import_checks
+from hbbench.checks.auxiliary import is_iterative_gradient, with_attack
+from hbbench.checks.evidence import Evidence
+from hbbench.checks.stats import a_stronger_than_b
+from hbbench.defenses.threat import get_threat_model
+from hbbench.spec import Cell
+
+ROUNDS = 2  # a setting still failing after the second round stays unverified
+REMEDY = "remedy"  # the key of the remedies' cells in Evidence.auxiliary
+EOT_DRAWS = (8, 16)  # per round: Athalye et al. 2018 use tens of draws; 8 already averages most noise out
+ITER_FACTOR, RESTARTS = 4, 5  # not_converged's remedy: Croce & Hein 2020 (AutoAttack) restart APGD 5 times
+SQUARE_QUERIES = 1000  # blackbox_beats_whitebox's remedy: 10x the check's own Square run
+LOGIT_LOSSES = ("apgd_dlr", "pgd_margin")  # attacks whose loss does not go through the softmax
+PROBE_CHECKS = ("zero_gradient", "unbounded")  # checks of the grid's gradient itself, not of its outcome
+ZERO_GRADIENT_OK = 0.2  # hbbench.checks.evaluate.ZERO_GRADIENT_FAIL: a remedy's own gradient must pass
+
+
+@dataclass
+class Outcome:
+    """What the remedies of one setting did."""
+    failed: list[str]  # the checks that failed for it
+    tried: list[Cell]  # the remedy cells planned so far (every round reached)
+    repaired: bool
+    todo: list[Cell]  # remedy cells still to run before the setting is settled
+
+
+def _attacks(cells: list[Cell]) -> list[Cell]:
+    """The grid's gradient attacks with a budget: what a remedy repeats or replaces."""
+    out = []
+    for c in cells:
+        entry = ATTACKS.resolve(c.attack_name)[0]
+        if entry.meta["gradient"] and entry.meta["budget"] and c.eps is not None:
+            out.append(c)
+    return out
+
+
+def _budgets(cells: list[Cell]) -> dict[tuple, Cell]:
+    return {(c.eps, attack_norm(c.attack_name, dict(c.attack_params))): c for c in cells}
+
+
+def _gradient(cells: list[Cell], _round: int) -> list[Cell]:
+    threat = get_threat_model(cells[0].threat_model)
+    if cells[0].defense_name != "none" and threat.gradient == "true":  # masking in the defense: BPDA
+        bpda = "bpda" if threat.eot == 1 else f"bpda[eot={threat.eot}]"
+        return [replace(c, threat_model=bpda) for c in cells]
+    out = []  # masking in the model: losses that do not go through the softmax
+    for (eps, norm), c in _budgets(cells).items():
+        params = {} if norm == "inf" else {"norm": norm}
+        out += [with_attack(c, name, params, eps) for name in LOGIT_LOSSES]
+    return out
+
+
+def _eot(cells: list[Cell], round_: int) -> list[Cell]:
+    threat = get_threat_model(cells[0].threat_model)
+    if not threat.crafted_against_defense:  # an oblivious attacker never runs the defense
+        return []
+    name = threat.name
+    return [replace(c, threat_model=f"{name}[eot={EOT_DRAWS[round_ - 1]}]") for c in cells]
+
+
+def _restarts(cells: list[Cell], _round: int = 1) -> list[Cell]:
+    out = []
+    for c in cells:
+        if not is_iterative_gradient(c):
+            continue
+        entry = ATTACKS.resolve(c.attack_name)[0]
+        params = dict(c.attack_params)
+        params["max_iter"] = ITER_FACTOR * params.get("max_iter", entry.params["max_iter"])
+        restart = next((k for k in ("num_random_init", "nb_random_init") if k in entry.params), None)
+        name = c.attack_name if restart else "pgd"  # BIM has no random start: PGD is BIM with one
+        params[restart or "num_random_init"] = RESTARTS
+        out.append(with_attack(c, name, params, c.eps))
+    return out
+
+
+def _square(cells: list[Cell], _round: int) -> list[Cell]:
+    return [with_attack(c, "square", {"max_iter": SQUARE_QUERIES, "norm": norm}, eps, "bpda")
+            for (eps, norm), c in _budgets(cells).items()]
+
+
+KINDS = {"gradient": _gradient, "eot": _eot, "restarts": _restarts, "square": _square}
+
+
+def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set) -> list[Cell]:
+    """Round 1: each kind on the setting's attacks. Round 2: restarts on round 1's iterative remedies
+    that had none, and EoT doubled."""
+    if round_ == 1:
+        planned = [r for kind in kinds for r in KINDS[kind](cells, 1)]
+    else:
+        planned = _restarts([c for c in previous if not dict(c.attack_params).get("num_random_init", 0) > 1
+                             and not dict(c.attack_params).get("nb_random_init", 0) > 1], 2)
+        planned += _eot(cells, 2) if "eot" in kinds else []
+    return list({c.id: c for c in planned if c.id not in known}.values())
+
+
+def todo(found: dict[tuple, Outcome]) -> list[Cell]:
+    """The remedy cells to run next, each once."""
+    return list({c.id: c for o in found.values() for c in o.todo}.values())
+
+
+def with_remedies(ev: Evidence, found: dict[tuple, Outcome]) -> Evidence:
+    """``ev`` with the finished remedy cells beside the checks' cells (under REMEDY), for the worst case."""
+    done = {c.id: c for o in found.values() for c in o.tried if ev.done(c)}
+    return replace(ev, auxiliary={**ev.auxiliary, REMEDY: [(c, None) for c in done.values()]})
+
+
+def outcomes(ev: Evidence, table, remedies: bool = True) -> dict[tuple, Outcome]:
+    """(model label, defense, threat model) -> Outcome, for each setting with a failed check, from the
+    checks table and what the run directory holds. ``todo`` names the remedy cells to run next; the
+    caller runs them and asks again (at most two rounds). ``remedies=False``: none planned."""
+    import_checks()
+    out = {}
+    for one in ev.per_model():
+        label = one.cells[0].model_label or one.cells[0].model
+        rows = table[(table.status == "fail") & (table.model == label)]
+        for (defense, threat), checks in rows.groupby(["defense", "threat_model"], sort=False)["check"]:
+            cells = _attacks(one.groups("defense", "threat_model").get((defense, threat), []))
+            failed = list(dict.fromkeys(checks))
+            out[(label, defense, threat)] = _settle(one, failed, cells) if cells and remedies else \
+                Outcome(failed, [], False, [])
+    return out
+
+
+def _settle(ev: Evidence, failed: list[str], cells: list[Cell]) -> Outcome:
+    kinds = list(dict.fromkeys(k for name in failed for k in CHECKS.resolve(name)[0].meta.get("remedy", ())))
+    known = {c.id for c in ev.cells}
+    tried: list[Cell] = []
+    for round_ in range(1, ROUNDS + 1):
+        new = _round(kinds, cells, tried, round_, known | {c.id for c in tried})
+        tried += new
+        missing = [c for c in new if not ev.done(c)]
+        if missing:
+            return Outcome(failed, tried, False, missing)
+        if _answered(ev, failed, cells, tried):
+            return Outcome(failed, tried, True, [])
+    return Outcome(failed, tried, False, [])
+
+
+def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list[Cell]) -> bool:
+    """Whether the setting passes its failed checks again with the remedies beside its attacks."""
+    for name in failed:
+        if name == "randomized_without_eot":
+            eot = [c for c in remedies if get_threat_model(c.threat_model).eot > 1]
+            rows = CHECKS.resolve(name)[0].factory(replace(ev, cells=eot, auxiliary={})) if eot else []
+            if not rows or any(r["status"] != "pass" for r in rows):
+                return False
+        elif name == "binarization" and not _binarization_passes(ev, cells, remedies):
+            return False
+        elif name in PROBE_CHECKS and not any(c.attack_name in LOGIT_LOSSES or
+                                              ev.summaries[c.id].get("gradient_zero_share", 1) <= ZERO_GRADIENT_OK
+                                              for c in remedies):
+            return False  # every remedy follows the same masked gradient
+    return not _beaten(ev, cells, remedies)
+
+
+def _binarization_passes(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
+    """The binarization test again, with the remedies' gradient attacks (each threat model's alone)."""
+    from hbbench.checks import binarization
+    from hbbench.runner import get_context
+
+    ctx = get_context(cells[0], 32, "auto")
+    for eps in {c.eps for c in cells}:
+        by_threat: dict[str, list[Cell]] = {}
+        for c in _attacks([r for r in remedies if r.eps == eps]):
+            by_threat.setdefault(c.threat_model, []).append(c)
+        results = [binarization.found_share(group, ctx, ev.check_samples) for group in by_threat.values()]
+        if not any(conclusive and found >= binarization.MIN_FOUND * conclusive for found, conclusive in results):
+            return False
+    return True
+
+
+def _beaten(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
+    """Whether a reference attack (the checks' Square and doubled-iteration runs, the Square remedy)
+    fools significantly more images than the setting's attacks and remedies together, at any eps."""
+    defense, threat = cells[0].defense, cells[0].threat_model
+    checks_runs = [a for key in ("blackbox_beats_whitebox", "not_converged") for a, _ in ev.auxiliary.get(key, [])]
+    for eps in {c.eps for c in cells}:
+        ours = [c for c in cells + remedies if c.eps == eps and c.attack_name != "square" and ev.done(c)]
+        if not ours:
+            continue
+        union = np.logical_or.reduce([ev.fooled(c, on="defended") for c in ours])
+        references = [a for a in checks_runs + remedies if a.eps == eps and a.defense == defense and ev.done(a)
+                      and (a.attack_name == "square" or a.threat_model == threat)]
+        for ref in references:
+            theirs = ev.fooled(ref, on="defended")
+            if a_stronger_than_b(theirs, union[:len(theirs)]).significant:
+                return True
+    return False
+
+
+def possible(cells: list[Cell]) -> list[Cell]:
+    """Every remedy cell a run of ``cells`` could hold (every setting failing every check, both
+    rounds): the cells resume and verification expect, beside the grid's."""
+    import_checks()
+    kinds = list(KINDS)
+    out: dict[str, Cell] = {}
+    groups: dict[tuple, list[Cell]] = {}
+    for c in _attacks(cells):
+        groups.setdefault((c.model_key, c.defense, c.threat_model), []).append(c)
+    for group in groups.values():
+        first = _round(kinds, group, [], 1, set())
+        for c in first + _round(kinds, group, first, 2, set()):
+            out.setdefault(c.id, c)
+    grid = {c.id for c in cells}
+    return [c for c in out.values() if c.id not in grid]
+
+
+def verdict(outcome: Outcome | None, before: float, after: float, by: str, full: bool) -> str:
+    """The worst-case row's verdict: holds, repaired: <before> -> <after> by <attack> (<checks> failed),
+    or unverified (tried: ...). ``by``: the remedy attack that broke the most images the grid's missed."""
+    if outcome is None:
+        return "holds"
+    failed = ", ".join(outcome.failed)
+    if outcome.repaired:
+        return f"repaired: {before:.2f} → {after:.2f} by {by} ({failed} failed)"
+    if not outcome.tried:
+        hint = "" if full else "; --checks full runs the remedies"
+        return f"unverified (tried: nothing{hint}; {failed} failed)"
+    tried = ", ".join(dict.fromkeys(f"{c.attack} ({c.threat_model})" for c in outcome.tried))
+    return f"unverified (tried: {tried}; {failed} failed)"
