@@ -55,9 +55,10 @@ def collect(folders) -> tuple[list, list[str]]:
     return runs, left_out
 
 
-def verdict(checks, model: str, defense: str, threat: str) -> str:
-    """holds: the evaluation checks ran for the row and none failed; unverified: one failed; not
-    checked: none ran for it."""
+def verdict(checks, model: str, defense: str, threat: str, row_verdict=None) -> str:
+    """not checked: no evaluation check ran for the row; else the worst-case row's own verdict in one
+    word (holds, repaired, unverified: hbbench.checks.worst_case), or for runs made before it was
+    written, holds when no check failed and unverified when one did."""
     if checks is None or checks.empty:
         return "not checked"
     mine = checks[(checks.defense == defense) & (checks.threat_model == threat)]
@@ -65,6 +66,8 @@ def verdict(checks, model: str, defense: str, threat: str) -> str:
         mine = mine[mine.model.astype(str) == model]
     if (mine.status == "not run").all():
         return "not checked"
+    if isinstance(row_verdict, str):
+        return next((word for word in ("holds", "repaired") if row_verdict.startswith(word)), "unverified")
     return "unverified" if (mine.status == "fail").any() else "holds"
 
 
@@ -107,7 +110,8 @@ def run_rows(run) -> list[dict]:
                     "eps": eps, "norm": str(row.norm), "defense": defense,
                     "worst_top1": row.defended_adv_top1, "worst_top1_ci_low": row.defended_adv_top1_ci_low,
                     "worst_top1_ci_high": row.defended_adv_top1_ci_high,
-                    "verdict": verdict(run.checks, str(model), defense, threat), "clean_top1": row.clean_top1,
+                    "verdict": verdict(run.checks, str(model), defense, threat, row.get("verdict")),
+                    "clean_top1": row.clean_top1,
                     "defended_clean_top1": row.defended_clean_top1, "n": int(row.n),
                     "attacks": ", ".join(f"{c.attack} ({c.threat_model})" for c in counted.itertuples()),
                     **_cost(counted),
