@@ -136,7 +136,7 @@ def table(runs) -> "pd.DataFrame":  # noqa: F821 (pandas is imported on use: `hb
 
 def write(df, out: Path, left_out: list[str]) -> list[Path]:
     """leaderboard.csv, .md and .html in ``out``."""
-    from hbbench import plots as P
+    from hbbench.labels import eps_label
     from hbbench.report.document import Doc, ci, f3
     from hbbench.store import atomic_write_text
 
@@ -153,7 +153,7 @@ def write(df, out: Path, left_out: list[str]) -> list[Path]:
     header = ["#", "model", "dataset", "sample", "threat model", "ε", "defense", "worst-case top-1 [95% CI]",
               "verdict", "clean top-1", "clean top-1 defended", "n", "attacks", "fwd / img", "bwd / img",
               "s / img", "run"]
-    rows = [[r.rank, r.model, r.dataset, r.sample, r.threat_model, P.eps_label(r.eps), r.defense,
+    rows = [[r.rank, r.model, r.dataset, r.sample, r.threat_model, eps_label(r.eps), r.defense,
              f"{f3(r.worst_top1)} {ci(r.worst_top1_ci_low, r.worst_top1_ci_high)}", r.verdict, f3(r.clean_top1),
              f3(r.defended_clean_top1), r.n, r.attacks, _num(r.forward_passes_per_image, "g"),
              _num(r.backward_passes_per_image, "g"), _num(r.seconds_per_image, ".3f"), r.run] for r in df.itertuples()]

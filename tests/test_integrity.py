@@ -159,7 +159,7 @@ def stamps(folder: Path) -> dict[str, tuple]:
 
 def numbers(run: Path) -> pd.DataFrame:
     df = pd.read_csv(run / "summary.csv")
-    return df[[c for c in df.columns if not c.endswith("_seconds")]]
+    return df[[c for c in df.columns if not c.endswith("_seconds") and c != "seconds_per_image"]]
 
 
 def naming(lines: list[str], path: Path) -> list[str]:

@@ -88,7 +88,7 @@ def _stamps(run_dir: Path, cells: set[str]) -> dict[str, tuple[int, int]]:
 
 def _numbers(run_dir: Path) -> pd.DataFrame:
     df = pd.read_csv(run_dir / "summary.csv")
-    return df[[c for c in df.columns if not c.endswith("_seconds")]]
+    return df[[c for c in df.columns if not c.endswith("_seconds") and c != "seconds_per_image"]]
 
 
 def _grid_ids(run_dir: Path) -> set[str]:
