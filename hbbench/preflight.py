@@ -3,8 +3,13 @@ attack and defense of the grid can be built, so a bad file, weight, shape or par
 refused with one line before any work starts, not inside a worker."""
 from __future__ import annotations
 
-from hbbench.datasets import load_dataset
+from typing import TYPE_CHECKING
+
+from hbbench.datasets import Dataset, load_dataset
 from hbbench.errors import HBBenchError
+
+if TYPE_CHECKING:
+    from hbbench.spec import Cell
 
 
 def preflight(spec, cells, in_process: bool) -> int:
@@ -14,7 +19,7 @@ def preflight(spec, cells, in_process: bool) -> int:
     load); other executors load their own. Returns the number of samples."""
     from hbbench.classifier import make_classifier
     from hbbench.models import load_model
-    from hbbench.runner import check_compatible, get_context
+    from hbbench.runner import get_context
 
     data = load_dataset(spec.dataset, n=spec.n, seed=spec.seed, **spec.dataset_params)
     by_model: dict[tuple, list] = {}
@@ -52,3 +57,17 @@ def _check_constructible(cells, classifier) -> None:
             except (HBBenchError, ValueError, TypeError) as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise HBBenchError(f"{kind} '{label}': {message}") from None
+
+
+def check_compatible(cell: Cell, model, data: Dataset) -> None:
+    """A model and a dataset fit: the same class set where both declare one, enough outputs, the input shape."""
+    if data.classes and model.classes and data.classes != model.classes:  # both declared (docs/evaluation.md)
+        raise HBBenchError(f"dataset {cell.dataset} is labelled with the {data.classes} classes but model "
+                           f"{cell.model_label or cell.model} outputs the {model.classes} classes: the same index "
+                           "names another class; use a model of the dataset's classes")
+    if data.num_classes > model.num_classes:
+        raise HBBenchError(f"dataset {cell.dataset} has {data.num_classes} classes but model {cell.model} "
+                           f"outputs {model.num_classes}")
+    if tuple(data.sample_shape) != tuple(model.input_size):
+        raise HBBenchError(f"dataset {cell.dataset} has images of shape {data.sample_shape} but model "
+                           f"{cell.model} expects {model.input_size}")

@@ -25,6 +25,7 @@ from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attack_defenses, get_threat_model, make_defense
 from hbbench.errors import HBBenchError
 from hbbench.models import load_model
+from hbbench.preflight import check_compatible
 from hbbench.passes import PassCount, count_passes
 from hbbench.records import sample_records
 from hbbench.spec import Cell
@@ -112,19 +113,6 @@ def _cached_array(cache_dir: str | None, key: tuple, compute) -> np.ndarray:
         np.save(buf, value, allow_pickle=False)
         atomic_write_bytes(path, buf.getvalue())
         return value
-
-
-def check_compatible(cell: Cell, model, data: Dataset) -> None:
-    if data.classes and model.classes and data.classes != model.classes:  # both declared (docs/evaluation.md)
-        raise HBBenchError(f"dataset {cell.dataset} is labelled with the {data.classes} classes but model "
-                           f"{cell.model_label or cell.model} outputs the {model.classes} classes: the same index "
-                           "names another class; use a model of the dataset's classes")
-    if data.num_classes > model.num_classes:
-        raise HBBenchError(f"dataset {cell.dataset} has {data.num_classes} classes but model {cell.model} "
-                           f"outputs {model.num_classes}")
-    if tuple(data.sample_shape) != tuple(model.input_size):
-        raise HBBenchError(f"dataset {cell.dataset} has images of shape {data.sample_shape} but model "
-                           f"{cell.model} expects {model.input_size}")
 
 
 _CONTEXTS: OrderedDict[tuple, Context] = OrderedDict()
