@@ -10,7 +10,7 @@ OUT ?= results
 .PHONY: install test demo sweep report bench clean
 
 # Re-installs when the package's dependencies change; torch comes from local disk where it lies there.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,ray]"
