@@ -26,7 +26,8 @@ COSTS = ["forward_passes_per_image", "backward_passes_per_image", "seconds_per_i
 def collect(folders) -> tuple[list, list[str]]:
     """The complete runs under ``folders``, and one 'name (why)' per run left out (in progress or
     damaged). HBBenchError when a folder is missing or no complete run is found."""
-    from hbbench.runs import find_runs, load_run
+    from hbbench.rundir import find_runs
+    from hbbench.runs import load_run
 
     paths = []
     for folder in map(Path, folders):

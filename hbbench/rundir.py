@@ -153,6 +153,17 @@ def newest_run(results: str | Path = "results") -> Path | None:
     return manifests[-1].parent if manifests else None
 
 
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run directories (those holding manifest.json) at or under ``folder``, not looking inside a run."""
+    root = Path(folder)
+    if (root / MANIFEST).is_file():
+        return [root]
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        found += find_runs(child)
+    return found
+
+
 def load_json(path: Path) -> tuple[dict | None, str | None]:
     """(the object, None), or (None, what is wrong with the file)."""
     try:

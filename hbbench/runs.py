@@ -153,15 +153,3 @@ def compare(run_a: Run, run_b: Run) -> pd.DataFrame:
                      "only_a_fooled": test.only_a, "only_b_fooled": test.only_b,
                      "p_value": min(1.0, 2 * min(test.p_value, p_other))})
     return pd.DataFrame(rows)
-
-
-def find_runs(folder: str | Path) -> list[Path]:
-    """Run directories (those holding manifest.json) at or under ``folder``, not looking inside a run."""
-    root = Path(folder)
-    if (root / "manifest.json").is_file():
-        return [root]
-    found = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir()):
-        found += find_runs(child)
-    return found
-
