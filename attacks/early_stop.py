@@ -33,7 +33,7 @@ def stops_early(cells) -> bool:
     """Whether an attack run may stop early: each cell it feeds (``cells``, done or not) is scored on the
     model it attacks, the undefended model or the defense under bpda or adaptive. The undefended run
     also feeds the oblivious cells (transfer): then it runs to the last step."""
-    return all(c.defense_name == "none" or c.attacks_defense for c in cells)
+    return all(c.scored_on_attacked_model for c in cells)
 
 
 @contextmanager

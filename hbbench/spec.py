@@ -61,6 +61,12 @@ class Cell:
         return get_threat_model(self.threat_model).attacks_defense(self.defense_name)
 
     @property
+    def scored_on_attacked_model(self) -> bool:
+        """Whether the cell's outcome is read on the model its attack computed gradients on: the
+        undefended model itself, or the defense under bpda or adaptive (never an oblivious defense)."""
+        return self.defense_name == "none" or self.attacks_defense
+
+    @property
     def attack_target(self) -> tuple:
         """What the attack is computed against; cells sharing it share adversarial examples."""
         if not self.attacks_defense:

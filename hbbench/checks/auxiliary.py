@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hbbench.attacks import ATTACKS, attack_norm
-from hbbench.defenses.threat import get_threat_model
 from hbbench.spec import Cell
 
 UNBOUNDED_PGD = {"eps": 1.0, "eps_step": 0.01, "max_iter": 50, "num_random_init": 0}
@@ -38,18 +37,13 @@ def is_iterative_gradient(cell: Cell) -> bool:
     return entry.meta["gradient"] and entry.meta["budget"] and "max_iter" in entry.params
 
 
-def attacks_through_defense(cell: Cell) -> bool:
-    """Cells whose attack differentiates through the defense (or the undefended model itself)."""
-    return cell.defense_name == "none" or get_threat_model(cell.threat_model).crafted_against_defense
-
-
 def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]:
     """check name -> [(added cell, the grid cell it stands beside, or None)], without duplicates."""
     out: dict[str, list[tuple[Cell, Cell | None]]] = {}
     if "unbounded" in checks:
         seen = {}
         for c in cells:
-            if attacks_through_defense(c):
+            if c.scored_on_attacked_model:
                 seen.setdefault((c.model_key, c.defense, c.threat_model),
                                 (with_attack(c, "pgd", UNBOUNDED_PGD, UNBOUNDED_PGD["eps"]), None))
         out["unbounded"] = list(seen.values())
@@ -64,7 +58,7 @@ def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]
         seen = {}
         for c in cells:
             entry = ATTACKS.resolve(c.attack_name)[0]
-            if entry.meta["gradient"] and entry.meta["budget"] and attacks_through_defense(c):
+            if entry.meta["gradient"] and entry.meta["budget"] and c.scored_on_attacked_model:
                 norm = attack_norm(c.attack_name, dict(c.attack_params))
                 params = {"max_iter": SQUARE_QUERIES, "norm": norm}
                 seen.setdefault((c.model_key, c.defense, c.eps, norm), (with_attack(c, "square", params, c.eps, "bpda"), None))

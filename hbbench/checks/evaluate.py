@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hbbench.attacks import ATTACKS
 from hbbench.checks import CHECKS
-from hbbench.checks.auxiliary import attacks_through_defense, is_iterative_gradient
+from hbbench.checks.auxiliary import is_iterative_gradient
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.defenses import DEFENSES
@@ -40,7 +40,7 @@ def zero_gradient(ev: Evidence) -> list[dict]:
     rows = []
     for (_, threat), cells in ev.groups("defense", "threat_model").items():
         cell = cells[0]
-        if not attacks_through_defense(cell):
+        if not cell.scored_on_attacked_model:
             rows.append(_not_through_defense("zero_gradient", cell))
             continue
         shares = [ev.summaries[c.id].get("gradient_zero_share") for c in cells if ev.done(c)]
@@ -70,7 +70,7 @@ def randomized_without_eot(ev: Evidence) -> list[dict]:
         elif not any(flags):
             rows.append(row("randomized_without_eot", cell, "pass", "the defense is deterministic "
                             "(two seeds give the same output)", eps=None))
-        elif not attacks_through_defense(cell):
+        elif not cell.scored_on_attacked_model:
             rows.append(_not_through_defense("randomized_without_eot", cell))
         elif get_threat_model(cell.threat_model).eot > 1:
             rows.append(row("randomized_without_eot", cell, "pass", f"randomized defense, gradients averaged over "
@@ -178,7 +178,7 @@ def blackbox_beats_whitebox(ev: Evidence) -> list[dict]:
         black = square.get((defense, eps))
         if eps is None or not gradient or black is None:
             continue
-        if not attacks_through_defense(cells[0]):
+        if not cells[0].scored_on_attacked_model:
             rows.append(_not_through_defense("blackbox_beats_whitebox", cells[0], eps))
             continue
         if not ev.done(black):
@@ -247,7 +247,7 @@ def binarization(ev: Evidence) -> list[dict]:
         attacks = [c for c in gradient if is_iterative_gradient(c)] or gradient
         if eps is None or not attacks:
             continue
-        if not attacks_through_defense(cells[0]):
+        if not cells[0].scored_on_attacked_model:
             rows.append(_not_through_defense("binarization", cells[0], eps))
             continue
         ctx = get_context(cells[0], 32, "auto")
