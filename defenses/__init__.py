@@ -4,10 +4,10 @@ Every defense hbbench ships is registered here, in one place: a factory takes th
 classifier first and returns an ART preprocessor (None for `none`)."""
 from hbbench.defenses import baselines, heatblur
 from hbbench.defenses.registry import DEFENSES
-from hbbench.defenses.threat import (THREAT_MODELS, StraightThrough, ThreatModel, attack_defenses,
+from hbbench.defenses.threat import (THREAT_MODELS, StraightThrough, ThreatModel, attacker_preprocessors,
                                      get_threat_model, is_differentiable)
 
-__all__ = ["DEFENSES", "THREAT_MODELS", "StraightThrough", "ThreatModel", "attack_defenses", "get_threat_model",
+__all__ = ["DEFENSES", "THREAT_MODELS", "StraightThrough", "ThreatModel", "attacker_preprocessors", "get_threat_model",
            "is_differentiable", "make_defense"]
 
 _register = DEFENSES.register

@@ -179,7 +179,7 @@ def relevance(model: nn.Module | Objective, x: torch.Tensor, targets: torch.Tens
 
 
 def _captum(obj: Objective, x: torch.Tensor, method: str) -> torch.Tensor:
-    from captum.attr import (LRP, GuidedGradCam, InputXGradient, LayerAttribution, LayerGradCam,
+    from captum.attr import (LRP, GuidedGradCam, InputXGradient, LayerGradCam,
                              Saliency)
 
     if method == "guided_backprop":

@@ -17,6 +17,8 @@ import torch
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 
 from hbbench.errors import HBBenchError
+from hbbench.parsing import parse_item
+from hbbench.registry import refuse_unknown_params
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,6 @@ class ThreatModel:
     def label(self) -> str:
         return self.name if self.eot == 1 else f"{self.name}[eot={self.eot}]"
 
-    def attacks_defense(self, defense_name: str) -> bool:
-        """Whether the adversarial examples of a cell with ``defense_name`` are crafted against the
-        defended model (else against the undefended one, and shared by every defense)."""
-        return self.crafted_against_defense and defense_name != "none"
 
 
 OBLIVIOUS = ThreatModel(
@@ -57,16 +55,12 @@ THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (OBLIVIOUS, BPDA, AD
 def get_threat_model(label: str) -> ThreatModel:
     """The threat model a label names: ``bpda``, ``bpda[eot=8]`` (EoT only for threat models that craft
     against the defense: an oblivious attacker never runs the defense)."""
-    from hbbench.spec import parse_item
-
     name, params = parse_item(str(label))
     if name not in THREAT_MODELS:
         raise HBBenchError(f"unknown threat model '{label}'; valid choices: {', '.join(THREAT_MODELS)} "
                            "(with [eot=K] for bpda and adaptive)")
     model = THREAT_MODELS[name]
-    unknown = sorted(set(params) - {"eot"})
-    if unknown:
-        raise HBBenchError(f"threat model '{label}' has no parameter {', '.join(unknown)}; it takes: eot")
+    refuse_unknown_params("threat model", label, params, ("eot",))
     if "eot" not in params:
         return model
     eot = params["eot"]
@@ -77,6 +71,13 @@ def get_threat_model(label: str) -> ThreatModel:
         raise HBBenchError(f"threat model '{label}': eot applies to bpda and adaptive; an oblivious attack "
                            "never runs the defense")
     return replace(model, eot=eot)
+
+
+def crafts_against_defense(defense: str, threat: str) -> bool:
+    """Whether the adversarial examples of the cell (defense label, threat-model label) are crafted
+    against the defended model; else against the undefended one, and shared by every defense of the
+    threat model. The one definition: cells, report, leaderboard and checks all ask it."""
+    return get_threat_model(threat).crafted_against_defense and parse_item(str(defense))[0] != "none"
 
 
 def threat_order(labels) -> list[str]:
@@ -107,7 +108,7 @@ class StraightThrough(PreprocessorPyTorch):
         return x + (defended.to(x.dtype) - x).detach(), y
 
 
-def attack_defenses(defense: Preprocessor | None, threat: str, device_type: str = "cpu") -> tuple[list, str]:
+def attacker_preprocessors(defense: Preprocessor | None, threat: str, device_type: str = "cpu") -> tuple[list, str]:
     """The preprocessors the attacker's classifier carries for ``threat``, and a label for the
     gradient the attacker gets through the defense. A defense with no PyTorch forward has no true
     gradient: under ``adaptive`` it falls back to BPDA, and the label says so, so no table passes

@@ -81,9 +81,9 @@ def _counted(cells, listed: str):
 def _cost(counted) -> dict:
     """Per image, summed over the attack runs behind ``counted``: cells crafted against the undefended
     model (every oblivious cell, and 'none' under any threat model) share one run, counted once."""
-    from hbbench.report.data import attacks_defense
+    from hbbench.defenses.threat import crafts_against_defense
 
-    key = [(c.attack, c.eps, c.defense, c.threat_model) if attacks_defense(c.defense, c.threat_model)
+    key = [(c.attack, c.eps, c.defense, c.threat_model) if crafts_against_defense(c.defense, c.threat_model)
            else (c.attack, c.eps) for c in counted.itertuples()]
     runs = counted.assign(_run=key).drop_duplicates("_run")
     return {k: runs[k].sum(min_count=len(runs)) if k in runs else float("nan") for k in COSTS}
@@ -139,7 +139,7 @@ def write(df, out: Path, left_out: list[str]) -> list[Path]:
     """leaderboard.csv, .md and .html in ``out``."""
     from hbbench.labels import eps_label
     from hbbench.report.document import Doc, ci, f3
-    from hbbench.store import atomic_write_text
+    from hbbench.rundir import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.csv", df.to_csv(index=False))

@@ -32,7 +32,7 @@ def run_with_progress(grid, options):
             state.update(total=info["total"], done=info["done"], resumed=info["done"], t0=time.monotonic())
         elif kind == "attack":
             eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
-            target = f"{cell.defense} ({cell.threat_model})" if cell.attacks_defense else "undefended model"
+            target = f"{cell.defense} ({cell.threat_model})" if cell.crafts_against_defense else "undefended model"
             unit = info["unit"]
             progress.update(state["current"], description=f"attack {cell.attack}{eps} against {target}, "
                                                           f"samples {unit.start}-{unit.stop - 1}")

@@ -22,8 +22,7 @@ from hbbench.attacks.early_stop import stops_early
 from hbbench.checks import probes
 from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
-from hbbench.defenses import attack_defenses, get_threat_model, make_defense
-from hbbench.errors import HBBenchError
+from hbbench.defenses import attacker_preprocessors, get_threat_model, make_defense
 from hbbench.models import load_model
 from hbbench.preflight import check_compatible
 from hbbench.passes import PassCount, count_passes
@@ -188,8 +187,8 @@ def make_cell_defense(cell: Cell, classifier):
 def attacked_classifier(cell: Cell, ctx: Context):
     """The classifier ``cell``'s attack sees: the undefended one, or one carrying the defense as the
     cell's threat model says, its gradients averaged over the threat model's EoT draws."""
-    target_defense = make_cell_defense(cell, ctx.classifier) if cell.attacks_defense else None
-    attacker_pre, _ = attack_defenses(target_defense, cell.threat_model, resolve_device(ctx.device))
+    target_defense = make_cell_defense(cell, ctx.classifier) if cell.crafts_against_defense else None
+    attacker_pre, _ = attacker_preprocessors(target_defense, cell.threat_model, resolve_device(ctx.device))
     eot = get_threat_model(cell.threat_model).eot
     return with_defenses(ctx.classifier, attacker_pre, eot_draws=eot) if attacker_pre else ctx.classifier
 
@@ -207,7 +206,7 @@ def craft(cell: Cell, ctx: Context, x: np.ndarray, y: np.ndarray, shard: int, at
         params["eps"] = cell.eps
     if "early_stop" in ATTACKS.resolve(cell.attack_name)[0].params:
         params["early_stop"] = bool(early_stop and params.get("early_stop") is not False
-                                    and not (cell.attacks_defense and is_random(cell, ctx, x)))
+                                    and not (cell.crafts_against_defense and is_random(cell, ctx, x)))
     params.setdefault("batch_size", ctx.batch_size)
     seed_everything(cell.seed, cell.attack_key, shard)
     attack = make_attack(cell.attack_name, attacked, **params)
@@ -262,7 +261,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
     for cell in unit.cells:
         on_event("defense", cell=cell, unit=unit)
         defense = make_cell_defense(cell, base)
-        _, gradient = attack_defenses(defense, cell.threat_model, device_type)
+        _, gradient = attacker_preprocessors(defense, cell.threat_model, device_type)
         randomized = is_random(cell, ctx, x)
         found = {"defense_randomized": randomized, "gradient_zero_share": zero_share,
                  "num_classes": ds.num_classes}  # chance level of the model_sanity check

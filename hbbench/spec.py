@@ -54,22 +54,23 @@ class Cell:
         return (self.model, self.model_params)
 
     @property
-    def attacks_defense(self) -> bool:
-        """Whether the adversarial examples are crafted against the defended model."""
-        from hbbench.defenses.threat import get_threat_model
+    def crafts_against_defense(self) -> bool:
+        """Whether the adversarial examples are crafted against the defended model
+        (hbbench.defenses.threat.crafts_against_defense)."""
+        from hbbench.defenses.threat import crafts_against_defense
 
-        return get_threat_model(self.threat_model).attacks_defense(self.defense_name)
+        return crafts_against_defense(self.defense, self.threat_model)
 
     @property
     def scored_on_attacked_model(self) -> bool:
         """Whether the cell's outcome is read on the model its attack computed gradients on: the
         undefended model itself, or the defense under bpda or adaptive (never an oblivious defense)."""
-        return self.defense_name == "none" or self.attacks_defense
+        return self.defense_name == "none" or self.crafts_against_defense
 
     @property
     def attack_target(self) -> tuple:
         """What the attack is computed against; cells sharing it share adversarial examples."""
-        if not self.attacks_defense:
+        if not self.crafts_against_defense:
             return ("undefended",)
         return (self.defense_name, self.defense_params, self.threat_model)
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from hbbench.errors import HBBenchError
 from hbbench.rundir import (MANIFEST, RunDir, atomic_write_bytes, atomic_write_json,  # noqa: F401 - re-exported
-                            atomic_write_text, parquet_stamp, seal)
+                            parquet_stamp, seal)
 
 
 class RunStore(RunDir):

@@ -9,7 +9,7 @@ from torch import nn
 from hbbench.attacks import make_attack
 from hbbench.classifier import make_classifier, with_defenses
 from hbbench.datasets import load_dataset
-from hbbench.defenses import attack_defenses, make_defense
+from hbbench.defenses import attacker_preprocessors, make_defense
 from hbbench.passes import count_passes
 from hbbench.attacks.early_stop import stops_early
 from hbbench.runner import apply_defense
@@ -48,7 +48,7 @@ def data8():
 @pytest.mark.parametrize("defense,threat", [("none", None), ("jpeg", "bpda"), ("median", "adaptive")])
 def test_early_stop_never_makes_an_outcome_better_for_the_defense(classifier, data8, defense, threat):
     target = make_defense(defense, classifier)
-    attacked = with_defenses(classifier, attack_defenses(target, threat)[0]) if target is not None else classifier
+    attacked = with_defenses(classifier, attacker_preprocessors(target, threat)[0]) if target is not None else classifier
     fooled = {}
     for early in (False, True):
         np.random.seed(0)

@@ -1,6 +1,5 @@
 """Heat-and-Blur: ART integration under the three threat models, BPDA gradient, model hygiene,
 determinism, bad input. Tiny batches (2-4 images), one shared model."""
-import copy
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import torch
 from art.attacks.evasion import ProjectedGradientDescent
 
 from hbbench.classifier import with_defenses
-from hbbench.defenses import DEFENSES, StraightThrough, attack_defenses, make_defense
+from hbbench.defenses import DEFENSES, StraightThrough, attacker_preprocessors, make_defense
 from hbbench.defenses.heatblur import HeatBlur
 from hbbench.errors import HBBenchError
 
@@ -132,15 +131,15 @@ def test_three_threat_models_run_pgd(classifier, hb, x2):
     before = model_state(classifier.model)
     results = {}
     for threat in ("oblivious", "bpda", "adaptive"):
-        pre, label = attack_defenses(hb, threat)
+        pre, label = attacker_preprocessors(hb, threat)
         attacker = with_defenses(classifier, pre)
         xa = pgd(attacker, iters=2).generate(x, y=y)
         assert np.abs(xa - x).max() <= 4 / 255 + 1e-6
         assert np.abs(xa - x).max() > 0, f"{threat}: the attack made no step"
         results[threat] = defended.predict(xa)
         assert np.isfinite(results[threat]).all()
-    assert isinstance(attack_defenses(hb, "bpda")[0][0], StraightThrough)
-    assert attack_defenses(hb, "adaptive")[0][0] is hb
+    assert isinstance(attacker_preprocessors(hb, "bpda")[0][0], StraightThrough)
+    assert attacker_preprocessors(hb, "adaptive")[0][0] is hb
     assert_same_state(before, model_state(classifier.model))
 
 

@@ -134,7 +134,7 @@ def _interrupt_and_resume(reference: Path, tmp_path: Path, sig: int) -> tuple[in
     unfinished = sorted(_grid_ids(reference) - kept)
     (run_dir / "cells" / f".{unfinished[0]}.json.x1y2.tmp").write_text('{"defended_adv_top1": 0.999')
     (run_dir / "cells" / f".{unfinished[0]}.parquet.x1y2.tmp").write_bytes(b"PAR1 half a file")
-    (run_dir / f".summary.csv.x1y2.tmp").write_text("model,dataset\nbogus,row\n")
+    (run_dir / ".summary.csv.x1y2.tmp").write_text("model,dataset\nbogus,row\n")
     (run_dir / "cells" / f"{unfinished[-1]}.parquet").write_bytes(b"PAR1 truncated")
 
     resumed = _run(out)

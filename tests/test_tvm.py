@@ -9,7 +9,7 @@ from art.attacks.evasion import FastGradientMethod
 from art.defences.preprocessor import TotalVarMin
 
 from hbbench.classifier import with_defenses
-from hbbench.defenses import DEFENSES, StraightThrough, attack_defenses, make_defense
+from hbbench.defenses import DEFENSES, StraightThrough, attacker_preprocessors, make_defense
 from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, draw_mask
 from hbbench.errors import HBBenchError
 from hbbench.runner import seed_everything
@@ -120,7 +120,7 @@ def test_adaptive_fgsm_through_tvm(classifier, data4):
     """ART's FGSM differentiates through tvm (label 'true') and moves the defended predictions."""
     x, y = data4.x[:1], data4.y[:1]
     tvm = make_defense("tvm", classifier)
-    pre, label = attack_defenses(tvm, "adaptive")
+    pre, label = attacker_preprocessors(tvm, "adaptive")
     assert label == "true" and pre == [tvm]
     seed_everything(1)
     xa = FastGradientMethod(with_defenses(classifier, pre), eps=4 / 255, batch_size=1).generate(x, y=y)

@@ -65,7 +65,7 @@ def found_share(cells, ctx, n_images: int) -> tuple[int, int]:
     defense, threat model and eps)."""
     from hbbench.attacks import make_attack
     from hbbench.classifier import make_classifier, resolve_device, with_defenses
-    from hbbench.defenses import attack_defenses, get_threat_model
+    from hbbench.defenses import attacker_preprocessors, get_threat_model
     from hbbench.runner import apply_defense, make_cell_defense, seed_everything
 
     first = cells[0]
@@ -96,8 +96,8 @@ def found_share(cells, ctx, n_images: int) -> tuple[int, int]:
         if not np.array_equal(binary.predict(defend(points)).argmax(1), labels):
             continue  # the readout does not separate them: no example provably exists
         conclusive += 1
-        target = defense if first.attacks_defense else None
-        attacker_pre, _ = attack_defenses(target, first.threat_model, resolve_device(ctx.device))
+        target = defense if first.crafts_against_defense else None
+        attacker_pre, _ = attacker_preprocessors(target, first.threat_model, resolve_device(ctx.device))
         attacked = with_defenses(binary, attacker_pre, eot_draws=eot) if attacker_pre else binary
         for cell in cells:
             params = {**dict(cell.attack_params), "eps": cell.eps, "batch_size": 1}

@@ -35,7 +35,7 @@ class Evidence:
         r = r.sort_values("sample")
         if first is not None:
             r = r[r["sample"] < first]
-        column = "def_adv_pred" if on == "defended" or cell.attacks_defense else "adv_pred"
+        column = "def_adv_pred" if on == "defended" or cell.crafts_against_defense else "adv_pred"
         return (r[column] != r["label"]).to_numpy()
 
     def done(self, cell: Cell) -> bool:

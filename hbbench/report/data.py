@@ -12,11 +12,11 @@ import pandas as pd
 
 from hbbench.labels import eps_label
 from hbbench.checks.table import WORST_CASE, failed, model_unverified
-from hbbench.defenses.threat import get_threat_model, threat_order
+from hbbench.defenses.threat import threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
 from hbbench.rundir import RunDir
-from hbbench.spec import parse_item, split_items, with_current_keys
+from hbbench.spec import split_items, with_current_keys
 
 
 @dataclass
@@ -124,12 +124,6 @@ def ordered(values) -> list[str]:
 def setting_label(attack: str, eps) -> str:
     """'pgd ε=4/255', or the attack alone when it takes no budget."""
     return attack if pd.isna(eps) else f"{attack} ε={eps_label(eps)}"
-
-
-def attacks_defense(defense: str, threat: str) -> bool:
-    """Whether the cells of defense label ``defense`` under ``threat`` are attacked through the defense
-    (else their adversarial examples are the undefended model's, shared by every defense)."""
-    return get_threat_model(threat).attacks_defense(parse_item(defense)[0])
 
 
 def _same_eps(a, b) -> bool:

@@ -106,10 +106,10 @@ def example_figure(run: Run, n_examples: int, device: str):
             continue
         cell = cells[r.cell_id.iloc[0]]
         # a defense the attack sees has adversarial examples of its own, crafted as the run crafted them
-        x_adv_cell = craft(cell, ctx, x_all, y_all, shard, early_stop=run_of(cell)) if cell.attacks_defense else x_adv_all
+        x_adv_cell = craft(cell, ctx, x_all, y_all, shard, early_stop=run_of(cell)) if cell.crafts_against_defense else x_adv_all
         # the clean images go through too, first: a random defense then draws the run's noise
         _, x_def = defend(cell, make_cell_defense(cell, ctx.classifier), shard, ctx.batch_size, x_all, x_adv_cell)
-        column = f"{d} on adversarial" + (" crafted against it" if cell.attacks_defense else "")
+        column = f"{d} on adversarial" + (" crafted against it" if cell.crafts_against_defense else "")
         defended[column] = (x_def[idx], ctx.predict(x_def)[idx])
 
     def panel(img, p, label):

@@ -3,7 +3,8 @@ true class lands in each ranking. Curves and points are summary.csv's values and
 from __future__ import annotations
 
 from hbbench import plots as P
-from hbbench.report.data import (Run, attacks_defense, budget_rows, focus, largest_budget, pick,
+from hbbench.defenses.threat import crafts_against_defense
+from hbbench.report.data import (Run, budget_rows, focus, largest_budget, pick,
                                  setting_label)
 from hbbench.report.document import Doc
 
@@ -62,7 +63,7 @@ def rank_shift(doc: Doc, run: Run):
                           ("none · adversarial", rec.adv_true_rank.to_numpy())]
             else:
                 items.append((f"{d} · defended clean", rec.def_clean_true_rank.to_numpy()))
-                if attacks_defense(d, t):  # else the same adversarial images as 'none · adversarial'
+                if crafts_against_defense(d, t):  # else the same adversarial images as 'none · adversarial'
                     items.append((f"{d} · adv., undefended model", rec.adv_true_rank.to_numpy()))
                 items.append((f"{d} · adv., defended", rec.def_adv_true_rank.to_numpy()))
         if items:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from hbbench.labels import eps_label
-from hbbench.defenses.threat import get_threat_model
+from hbbench.defenses.threat import crafts_against_defense, get_threat_model
 from hbbench.metrics import bootstrap_ci
-from hbbench.report.data import Run, attacks_defense, budget_rows, pick
+from hbbench.report.data import Run, budget_rows, pick
 from hbbench.report.document import Doc, TableCell, ci, f3, number, signed
 
 
@@ -81,7 +81,7 @@ def _clean_cost_table(doc: Doc, run: Run, costs: dict):
 def cost_tables(doc: Doc, run: Run):
     doc.heading(2, "Cost", "cost")
     df = run.summary
-    crafted_against = [f"{d} ({t})" if attacks_defense(d, t) else "undefended model"
+    crafted_against = [f"{d} ({t})" if crafts_against_defense(d, t) else "undefended model"
                        for d, t in zip(df.defense, df.threat_model)]
     runs = df.assign(target=crafted_against, per_image=df.attack_seconds / df.n.astype(float))
     rows, seen = [], set()
