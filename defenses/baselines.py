@@ -5,7 +5,7 @@ from __future__ import annotations
 from art.defences.preprocessor import FeatureSqueezing, GaussianAugmentation, JpegCompression, SpatialSmoothingPyTorch
 
 from hbbench.defenses.blur import GaussianBlur
-from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, check_params
+from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, validate_params
 from hbbench.errors import HBBenchError
 
 
@@ -42,7 +42,7 @@ def tvm(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, no
 
 
 def tvm_art(classifier, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, norm: int = 2):
-    check_params("tvm_art", prob, lamb, max_iter, norm)
+    validate_params("tvm_art", prob, lamb, max_iter, norm)
     return TotalVarMinART(prob=float(prob), norm=int(norm), lamb=float(lamb), max_iter=int(max_iter),
                           clip_values=classifier.clip_values)
 

@@ -57,7 +57,7 @@ class HeatBlur(PreprocessorPyTorch):
                  mode: str = "inverse", heat_sigma: float = 4.0, keep_sigma: float = 1.0,
                  create_graph: bool = False, num_classes: int | None = None, device_type: str = "cpu"):
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
-        heatmaps.check_method(method)
+        heatmaps.validate_method(method)
         if mode not in MODES:
             raise HBBenchError(f"heatblur mode must be one of {', '.join(MODES)}, got '{mode}'")
         if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
@@ -90,7 +90,7 @@ class HeatBlur(PreprocessorPyTorch):
     def blur_sigma(self, x: torch.Tensor) -> float:
         return self.sigma * min(x.shape[-2:]) if self.relative else self.sigma
 
-    def check_input(self, x: torch.Tensor) -> None:
+    def validate_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.mean.numel():
             raise HBBenchError(f"heatblur input x must be (N, {self.mean.numel()}, H, W), got shape {tuple(x.shape)}")
         lo, hi = self.clip_values
@@ -127,7 +127,7 @@ class HeatBlur(PreprocessorPyTorch):
 
     # ------------------------------------------------------------------ ART interface
     def forward(self, x: torch.Tensor, y=None):
-        self.check_input(x)
+        self.validate_input(x)
         m = self.heat(x)  # opens torch.enable_grad() itself: ART's predict runs under no_grad
         if not self.create_graph:
             m = m.detach()

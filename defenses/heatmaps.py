@@ -33,7 +33,7 @@ DOUBLE_BACKPROP_METHODS = ("guided_backprop", "saliency", "input_x_gradient")
 GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish)
 
 
-def check_method(method: str) -> str:
+def validate_method(method: str) -> str:
     if method not in METHODS:
         raise HBBenchError(f"heatblur method must be one of {', '.join(METHODS)}, got '{method}'")
     return method
@@ -151,7 +151,7 @@ def relevance(model: nn.Module | Objective, x: torch.Tensor, targets: torch.Tens
     upsampled bilinearly. With ``create_graph=False`` the maps are constants for autograd; with True
     (double backprop, methods in DOUBLE_BACKPROP_METHODS) they stay differentiable w.r.t. ``x``.
     """
-    check_method(method)
+    validate_method(method)
     if isinstance(model, Objective):
         obj = model
     else:

@@ -42,7 +42,7 @@ EPS = float(np.finfo(np.float64).eps)
 CPU_CHUNK = 3 * 224 * 224
 
 
-def check_params(name: str, prob, lamb, max_iter, norm) -> None:
+def validate_params(name: str, prob, lamb, max_iter, norm) -> None:
     """One-line errors for TotalVarMin parameters, shared by the PyTorch and the ART defense."""
     if isinstance(prob, bool) or not isinstance(prob, (int, float, np.number)) or not 0 < prob <= 1:
         raise HBBenchError(f"{name} prob must be in (0, 1], got {prob!r}")
@@ -84,7 +84,7 @@ class TotalVarMinPyTorch(PreprocessorPyTorch):
     def __init__(self, prob: float = 0.3, norm: int = 2, lamb: float = 0.5, max_iter: int = 10,
                  clip_values=None, device_type: str = "cpu"):
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
-        check_params("tvm", prob, lamb, max_iter, norm)
+        validate_params("tvm", prob, lamb, max_iter, norm)
         self.prob, self.norm, self.lamb, self.max_iter = float(prob), int(norm), float(lamb), int(max_iter)
         self.clip_values = None if clip_values is None else (float(clip_values[0]), float(clip_values[1]))
 

@@ -31,7 +31,7 @@ from hbbench.checks.table import model_unverified, write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.grid import Grid, resolve
-from hbbench.integrity import DAMAGED, FOREIGN, check_cells, to_set_aside
+from hbbench.integrity import DAMAGED, FOREIGN, inspect_cells, to_set_aside
 from hbbench.options import SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
@@ -181,7 +181,7 @@ def _refuse_unfinished(store: RunStore, grid: Grid) -> None:
     """`hbbench check` adds checks to a finished run: its manifest and every cell must be whole."""
     store.require_manifest()
     cells = grid.cells
-    damaged = [f for f in check_cells(store.root, grid.id, [c.id for c in cells])
+    damaged = [f for f in inspect_cells(store.root, grid.id, [c.id for c in cells])
                if f.cell_id and f.status in (DAMAGED, FOREIGN)]  # stray files and the checks' cells aside
     if damaged:
         more = f" (and {len(damaged) - 1} more, `hbbench verify {store.root}` names them)" if len(damaged) > 1 else ""

@@ -74,7 +74,7 @@ class ImageFiles:
             raise HBBenchError(f"cannot read image {self.paths[i]}: {exc}") from None
 
 
-def _check_n(n):
+def _validate_n(n):
     if n is not None and (not isinstance(n, int) or n < 1):
         raise HBBenchError(f"n must be a positive integer, got {n}")
 
@@ -86,7 +86,7 @@ def imagenet_transform(size: int = 224):
     return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
 
 
-def _check_images(paths: list[Path]) -> None:
+def _validate_images(paths: list[Path]) -> None:
     """Read every file's header before any work starts, so a broken file is named up front."""
     from PIL import Image, UnidentifiedImageError
 
@@ -120,7 +120,7 @@ def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
         raise HBBenchError(f"no ImageNet samples found in {folder}; is foolbox installed?")
     files = files[:n]
     y = np.array([int(pattern.match(p.name).group(2)) for p in files], np.int64)
-    _check_images(files)
+    _validate_images(files)
     return Dataset("imagenet-samples", y, 1000, [p.name for p in files], paths=files, size=size, classes="imagenet-1k")
 
 
@@ -160,7 +160,7 @@ def synset_folders(root: Path) -> list[tuple[Path, int]]:
 
 def _image_dataset(name: str, samples: list[tuple[Path, int]], ids: list[str], size: int) -> Dataset:
     paths = [p for p, _ in samples]
-    _check_images(paths)
+    _validate_images(paths)
     return Dataset(name, np.array([c for _, c in samples], np.int64), 1000, ids, paths=paths, size=size,
                    classes="imagenet-1k")
 
@@ -242,7 +242,7 @@ def load_dataset(name: str = "imagenet-samples", n: int | None = None, seed: int
     """Load a registered dataset (``imagenet-samples``, ``imagefolder:PATH``, ``imagenet:ROOT``,
     ``cifar10``, ``npz:PATH``); ``n`` takes N samples: the first N in the dataset's fixed order, or
     for the datasets that sample (``imagefolder``, ``imagenet``), N drawn from ``seed``."""
-    _check_n(n)
+    _validate_n(n)
     if "seed" in DATASETS.resolve(name)[0].params:
         params["seed"] = seed
     ds = DATASETS.create(name, n=n, **params)

@@ -113,7 +113,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
         xt = torch.from_numpy(xi).to(clf.device)
         p_before = predict_probs(clf, xi)[0]
         top = np.argsort(-p_before)[:k]
-        hb.check_input(xt)
+        hb.validate_input(xt)
         m = hb.heat(xt).detach()  # combined, probability-weighted mask the defense uses
         defended = hb.compose(xt, m)  # what hb.forward returns, without computing the heatmap again
         p_after = predict_probs(clf, defended.detach().cpu().numpy())[0]

@@ -4,7 +4,7 @@ restored, edited), as a pure function of the directory. Nothing here writes or m
 Each finished cell records what it takes to verify it (hbbench.rundir.seal): its JSON carries an
 ``integrity`` block (the run's spec id, the row count and SHA-256 of its Parquet, the SHA-256 of the
 summary row itself); its Parquet names its cell and spec id in the schema's key-value metadata.
-``check_cell`` finds a cell ok, damaged, missing or foreign (another run's). ``hbbench verify``
+``inspect_cell`` finds a cell ok, damaged, missing or foreign (another run's). ``hbbench verify``
 prints ``verify_run``'s findings; a resume sets ``to_set_aside``'s files aside (hbbench.store) and
 recomputes those cells; the report leaves ``damaged_cells`` out and names them."""
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Finding:
 # Checking
 
 
-def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
+def inspect_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     """One cell of the run in ``root`` against the run's spec id (None when it is not known)."""
     js, pq_ = f"cells/{cell_id}.json", f"cells/{cell_id}.parquet"
     present = tuple(p for p in (js, pq_) if (root / p).is_file())
@@ -61,7 +61,7 @@ def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
         return bad(js, f"holds the summary of cell {summary.get('cell_id')} (copied over?)")
     record = summary.get("integrity")
     if record is None:
-        return _check_legacy(root, cell_id, summary, bad)
+        return _inspect_legacy(root, cell_id, summary, bad)
     if not isinstance(record, dict):
         return bad(js, "its integrity record is not a JSON object")
     if spec_id and record.get("spec_id") != spec_id:
@@ -84,7 +84,7 @@ def check_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     return Finding(OK, f"cells/{cell_id}", cell_id=cell_id)
 
 
-def _check_legacy(root: Path, cell_id: str, summary: dict, bad) -> Finding:
+def _inspect_legacy(root: Path, cell_id: str, summary: dict, bad) -> Finding:
     """A cell written before cells recorded their integrity: kept when its Parquet reads whole and
     has the row count its summary says (recomputing every old run on upgrade would cost hours)."""
     import pyarrow as pa
@@ -121,12 +121,12 @@ def _parquet_meta(path: Path) -> tuple[int, dict] | None:
     return meta.num_rows, stamp if isinstance(stamp, dict) else {}
 
 
-def check_cells(root: Path, spec_id: str | None, cell_ids, optional_ids=()) -> list[Finding]:
+def inspect_cells(root: Path, spec_id: str | None, cell_ids, optional_ids=()) -> list[Finding]:
     """The grid's cells, the optional ones present (what the costly checks added), then everything
     else in cells/ as foreign (hidden files aside: temporaries of atomic writes are cleaned by the
     sweep, and .DS_Store-like files are harmless)."""
-    findings = [check_cell(root, c, spec_id) for c in cell_ids]
-    findings += [f for f in (check_cell(root, c, spec_id) for c in optional_ids) if f.status != MISSING]
+    findings = [inspect_cell(root, c, spec_id) for c in cell_ids]
+    findings += [f for f in (inspect_cell(root, c, spec_id) for c in optional_ids) if f.status != MISSING]
     ours = set(cell_ids) | set(optional_ids)
     for p in sorted((root / "cells").iterdir()) if (root / "cells").is_dir() else ():
         match = CELL_FILE.match(p.name)
@@ -174,7 +174,7 @@ def to_set_aside(run: RunDir, grid) -> list[Finding]:
                                f"spec ({', '.join(recorded)}; this command's is {grid.id}): run the command that "
                                f"made this run (same options, --run {root.name}), or use another --run name")
     findings = [finding] if finding.status == DAMAGED else []
-    return findings + [f for f in check_cells(root, grid.id, *expected_cells(grid)) if f.status in (DAMAGED, FOREIGN)]
+    return findings + [f for f in inspect_cells(root, grid.id, *expected_cells(grid)) if f.status in (DAMAGED, FOREIGN)]
 
 
 def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
@@ -207,7 +207,7 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
             if (root / "cells").is_dir() else []
         finding = Finding(finding.status, MANIFEST, f"{finding.reason}; its cells record spec {spec_id}: run the "
                           f"`hbbench sweep` command that made this run with --run {root.name} to write it anew")
-    return spec_id, [finding] + check_cells(root, spec_id, cell_ids, optional)
+    return spec_id, [finding] + inspect_cells(root, spec_id, cell_ids, optional)
 
 
 def expected_cells(grid) -> tuple[list[str], list[str]]:
@@ -222,7 +222,7 @@ def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[s
     whose files are not intact."""
     out = {}
     for row in summary.itertuples():
-        finding = check_cell(root, row.cell_id, spec_id)
+        finding = inspect_cell(root, row.cell_id, spec_id)
         if finding.status != OK:
             eps = "" if pd.isna(row.eps) else f" eps {eps_label(row.eps)}"
             out[row.cell_id] = (f"{row.attack}{eps} × {row.defense} ({row.threat_model})", finding)

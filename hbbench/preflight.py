@@ -31,13 +31,13 @@ def preflight(spec, cells, in_process: bool) -> int:
             classifier = get_context(first, spec.batch_size, spec.device).classifier  # loads, checks the fit
         else:
             model = load_model(first.model, **dict(first.model_params))
-            check_compatible(first, model, data)
+            validate_compatible(first, model, data)
             classifier = make_classifier(model, device="cpu")
-        _check_constructible(model_cells, classifier)
+        _validate_constructible(model_cells, classifier)
     return len(data)
 
 
-def _check_constructible(cells, classifier) -> None:
+def _validate_constructible(cells, classifier) -> None:
     """Build every attack and defense of the grid once (cheap: nothing runs), so a parameter value
     ART or a preset refuses (pgd[max_iter=-1], jpeg[quality=200]) is named before any work starts."""
     from hbbench.attacks import make_attack
@@ -59,7 +59,7 @@ def _check_constructible(cells, classifier) -> None:
                 raise HBBenchError(f"{kind} '{label}': {message}") from None
 
 
-def check_compatible(cell: Cell, model, data: Dataset) -> None:
+def validate_compatible(cell: Cell, model, data: Dataset) -> None:
     """A model and a dataset fit: the same class set where both declare one, enough outputs, the input shape."""
     if data.classes and model.classes and data.classes != model.classes:  # both declared (docs/evaluation.md)
         raise HBBenchError(f"dataset {cell.dataset} is labelled with the {data.classes} classes but model "

@@ -24,7 +24,7 @@ from hbbench.classifier import make_classifier, predict_probs, resolve_device, w
 from hbbench.datasets import Dataset, load_dataset
 from hbbench.defenses import attacker_preprocessors, get_threat_model, make_defense
 from hbbench.models import load_model
-from hbbench.preflight import check_compatible
+from hbbench.preflight import validate_compatible
 from hbbench.passes import PassCount, count_passes
 from hbbench.records import sample_records
 from hbbench.spec import Cell
@@ -65,7 +65,7 @@ class Context:
     def __init__(self, cell: Cell, batch_size: int, device: str):
         model = load_model(cell.model, **dict(cell.model_params))
         self.dataset: Dataset = load_dataset(cell.dataset, n=cell.n, seed=cell.seed, **dict(cell.dataset_params))
-        check_compatible(cell, model, self.dataset)
+        validate_compatible(cell, model, self.dataset)
         self.classifier = make_classifier(model, device=device)
         self.device = device
         self.batch_size = batch_size

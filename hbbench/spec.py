@@ -183,7 +183,7 @@ class SweepSpec:
 
         models = [self._model(label, MODELS) for label in self.models]
         accepted = DATASETS.resolve(self.dataset)[0].params
-        _check_params("dataset", self.dataset, self.dataset_params,
+        _validate_params("dataset", self.dataset, self.dataset_params,
                       {k: v for k, v in accepted.items() if k not in ("n", "seed")})  # those are --n and --seed
         # Which images --n draws is part of a cell: a run made before stratified sampling (first N)
         # must not be resumed with stratified draws, so the default is written into the cell.
@@ -193,14 +193,14 @@ class SweepSpec:
         for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in self.attacks):
             a_name, a_params = parse_item(a_label)
             entry, _ = ATTACKS.resolve(a_name)
-            _check_params("attack", a_label, a_params, entry.params)
+            _validate_params("attack", a_label, a_params, entry.params)
             budgets = self.eps if has_budget(a_name) and "eps" not in a_params else [a_params.get("eps")]
             if attack_norm(a_name, a_params) == "inf":
                 _refuse_linf_beyond_pixels(a_label, budgets)
             for eps in budgets:
                 for d_label in defenses:
                     d_name, d_params = parse_item(d_label)
-                    _check_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
+                    _validate_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
                     for threat in self.threat_models:
                         cells.append(Cell(m_name, self.dataset, self.n, self.seed, a_label, a_name,
                                           _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
@@ -212,7 +212,7 @@ class SweepSpec:
         over ``model_params`` (the command line's --weights, --download, ...) where the model takes them."""
         name, own = parse_item(label)
         entry, _ = registry.resolve(name)
-        _check_params("model", label, own, entry.params)
+        _validate_params("model", label, own, entry.params)
         shared = {k: v for k, v in self.model_params.items() if k in entry.params}
         return label, name, {**shared, **own}
 
@@ -227,7 +227,7 @@ def with_current_keys(raw: dict) -> dict:
     return raw
 
 
-def _check_params(kind, label, given: dict, accepted: dict) -> None:
+def _validate_params(kind, label, given: dict, accepted: dict) -> None:
     refuse_unknown_params(kind, label, given, accepted)
     for key, value in given.items():  # a value of the wrong type fails here, not deep inside ART
         default = accepted[key]

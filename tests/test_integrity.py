@@ -272,7 +272,7 @@ def test_verify_outside_a_run_directory_is_one_line_exit_2(tmp_path, make):
 def test_sharded_cells_record_their_integrity_too(runs, tmp_path):
     """Cells merged from shards carry the same record; a Parquet whose JSON never came while its
     shards are still there is a merge a kill interrupted (the resume merges it again), not damage."""
-    from hbbench.integrity import MISSING, check_cell
+    from hbbench.integrity import MISSING, inspect_cell
 
     code, _, err = invoke("sweep", *GRID, "--shard-size", "1", "--out", tmp_path, "--run", "sharded")
     assert code == 0, err
@@ -281,4 +281,4 @@ def test_sharded_cells_record_their_integrity_too(runs, tmp_path):
     run = tmp_path / "sharded"
     (run / "cells" / f"{runs['b']}.json").unlink()
     (run / "cells" / f"{runs['b']}.shards").mkdir()
-    assert check_cell(run, runs["b"], None).status == MISSING
+    assert inspect_cell(run, runs["b"], None).status == MISSING
