@@ -113,9 +113,9 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
 @click.option("--threads", type=int, default=None, help="torch threads per worker (default: the cores divided "
               "by --workers).")
 @click.option("--checks", default="default", show_default=True,
-              help="Evaluation checks: none, default (cheap, from the run's records), full (adds attack runs: "
-              "unbounded, not_converged, blackbox_beats_whitebox, binarization; then the remedy attacks of "
-              "failed checks), or check names (hbbench list checks).")
+              help="Evaluation checks: none, default (cheap, from the run's records), full (adds the costly "
+              "ones, which attack again, then the remedy attacks of failed checks), or check names (hbbench "
+              "list checks marks the costly ones).")
 @click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
 @click.pass_context
@@ -196,7 +196,8 @@ def list_cmd(kind, plugin):
     width = max([20] + [len(e.display_name) + 1 for e in entries])
     for entry in entries:
         origin = "" if entry.source == "hbbench" else f" (plugin {entry.source})"
-        click.echo(f"{entry.display_name:{width}s} {entry.description}{origin}")
+        cost = " [costly: --checks full]" if entry.meta.get("cost") == "costly" else ""
+        click.echo(f"{entry.display_name:{width}s} {entry.description}{cost}{origin}")
         params = ", ".join(f"{k}={param_label(k, v)}" for k, v in entry.params.items())
         if params:
             click.echo(f"{'':{width}s}   params: {params}")

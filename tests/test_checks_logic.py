@@ -147,6 +147,19 @@ def test_check_names_are_resolved_or_refused():
         resolve_checks("masking")
 
 
+def test_checks_table_records_each_checks_cost_from_the_registry():
+    from hbbench.checks import CHECKS
+    from hbbench.checks.table import costly_ran
+
+    cheap = check_table(evidence(["fgsm", "pgd"]), resolve_checks("default"))
+    assert set(cheap.cost) == {"cheap"} and costly_ran(cheap) is False
+    ev = evidence(["fgsm", "pgd"], checks=("not_converged",))
+    costly = check_table(ev, resolve_checks("default") + ("not_converged",))
+    assert costly_ran(costly) is True
+    assert all(CHECKS.resolve(r.check)[0].meta["cost"] == r.cost for r in costly.itertuples())
+    assert costly_ran(cheap.drop(columns="cost")) is None  # a run written before the column
+
+
 def test_remedies_follow_where_the_masking_is():
     from hbbench.checks import remedies
 

@@ -10,5 +10,6 @@ from hbbench.checks.table import COLUMNS
 
 def check_table(ev: Evidence, names) -> pd.DataFrame:
     import_checks()
-    rows = [r for one in ev.per_model() for name in names for r in CHECKS.resolve(name)[0].factory(one)]
+    rows = [{**r, "cost": entry.meta["cost"]} for one in ev.per_model() for name in names
+            for entry in [CHECKS.resolve(name)[0]] for r in entry.factory(one)]
     return pd.DataFrame(rows, columns=COLUMNS)

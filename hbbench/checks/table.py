@@ -7,9 +7,17 @@ import pandas as pd
 from hbbench.checks import STATUSES
 from hbbench.labels import eps_label, markdown_table
 
-COLUMNS = ["check", "model", "defense", "threat_model", "eps", "status", "reason", "numbers"]
+COLUMNS = ["check", "cost", "model", "defense", "threat_model", "eps", "status", "reason", "numbers"]
 WORST_CASE = "worst_case"  # the attack column of summary.csv's worst-case rows (hbbench.checks.worst_case)
 MODEL_CHECK = "model_sanity"  # one row per model (hbbench.checks.sanity): its failure unverifies the whole model
+
+
+def costly_ran(table: pd.DataFrame | None) -> bool | None:
+    """Whether the run's checks include the costly ones (their registry cost, recorded in checks.csv's
+    ``cost`` column); None for a run written before that column."""
+    if table is None or "cost" not in table:
+        return None
+    return bool((table.cost == "costly").any())
 
 
 def model_unverified(table: pd.DataFrame | None, model: str | None = None, named: bool = False) -> str | None:

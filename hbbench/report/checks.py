@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hbbench.checks.table import costly_ran
 from hbbench.labels import eps_label
 from hbbench.report.data import Run
 from hbbench.report.document import Doc, ci, f3, number
@@ -19,8 +20,8 @@ def verification(run: Run, defense: str, threat: str) -> str:
     names = run.failed_checks(defense, threat)
     if names:
         return "unverified: " + ", ".join(names) + " failed"
-    costly = {"unbounded", "not_converged", "blackbox_beats_whitebox"} & set(run.checks.check)
-    return "checks pass" if costly else "cheap checks pass (costly ones not run: --checks full)"
+    return "cheap checks pass (costly ones not run: --checks full)" if costly_ran(run.checks) is False \
+        else "checks pass"
 
 
 def model_sanity_first(doc: Doc, run: Run):
