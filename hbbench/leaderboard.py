@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from hbbench.errors import HBBenchError
+from hbbench.passes import COSTS
 
 VERIFIED = ("holds", "repaired")  # verdicts whose checks ran and did not fail: ranked first
 COLUMNS = ["rank", "model", "dataset", "sample", "threat_model", "eps", "norm", "defense", "worst_top1",
@@ -20,7 +21,6 @@ COLUMNS = ["rank", "model", "dataset", "sample", "threat_model", "eps", "norm", 
            "attacks", "forward_passes_per_image", "backward_passes_per_image", "seconds_per_image", "run"]
 GROUP = ["model", "dataset", "sample", "threat_model", "norm", "eps"]  # rows ranked against each other
 SETTING = ["model", "dataset", "sample", "threat_model", "norm", "eps", "defense"]  # one row each
-COSTS = ["forward_passes_per_image", "backward_passes_per_image", "seconds_per_image"]
 
 
 def collect(folders) -> tuple[list, list[str]]:
@@ -72,23 +72,6 @@ def verdict(checks, model: str, defense: str, threat: str, row_verdict=None) -> 
     return "unverified" if (mine.status == "fail").any() else "holds"
 
 
-def _counted(cells, listed: str):
-    """The cells a worst-case row's 'worst of: a (t), b (t)' names."""
-    items = f", {listed.removeprefix('worst of: ')}, "
-    return cells[[f", {c.attack} ({c.threat_model}), " in items for c in cells.itertuples()]]
-
-
-def _cost(counted) -> dict:
-    """Per image, summed over the attack runs behind ``counted``: cells crafted against the undefended
-    model (every oblivious cell, and 'none' under any threat model) share one run, counted once."""
-    from hbbench.defenses.threat import crafts_against_defense
-
-    key = [(c.attack, c.eps, c.defense, c.threat_model) if crafts_against_defense(c.defense, c.threat_model)
-           else (c.attack, c.eps) for c in counted.itertuples()]
-    runs = counted.assign(_run=key).drop_duplicates("_run")
-    return {k: runs[k].sum(min_count=len(runs)) if k in runs else float("nan") for k in COSTS}
-
-
 def run_rows(run) -> list[dict]:
     """One row per model x defense x threat model x budget of ``run``: its worst-case row, or its one
     attack's row where it has one attack at that budget. Attacks without a budget are left out."""
@@ -99,12 +82,12 @@ def run_rows(run) -> list[dict]:
     for (model, defense, threat, eps), group in cells.groupby(["model", "defense", "threat_model", "eps"], sort=False):
         wc = worst[(worst.model == model) & (worst.defense == defense) & (worst.threat_model == threat)
                    & (worst.eps == eps)]
-        if not wc.empty:
+        if not wc.empty:  # its attacks and cost count every attack of the worst case, the remedies' too
             row = wc.iloc[0]
-            counted = _counted(cells[(cells.model == model) & (cells.defense == defense) & (cells.eps == eps)],
-                               row.attack_gradient)
+            attacks = row.attack_gradient.removeprefix("worst of: ")
         elif len(group) == 1:
-            row, counted = group.iloc[0], group
+            row = group.iloc[0]
+            attacks = f"{row.attack} ({row.threat_model})"
         else:
             continue  # several attacks and no worst case: an unfinished grid (never in a complete run)
         out.append({"model": str(model), "dataset": row.dataset, "sample": sample, "threat_model": threat,
@@ -114,8 +97,7 @@ def run_rows(run) -> list[dict]:
                     "verdict": verdict(run.checks, str(model), defense, threat, row.get("verdict")),
                     "clean_top1": row.clean_top1,
                     "defended_clean_top1": row.defended_clean_top1, "n": int(row.n),
-                    "attacks": ", ".join(f"{c.attack} ({c.threat_model})" for c in counted.itertuples()),
-                    **_cost(counted),
+                    "attacks": attacks, **{k: row.get(k, float("nan")) for k in COSTS},
                     "run": run.name, "_finished": finished})
     return out
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # hooks need no torch import: the leaderboard reads COSTS without loading torch
+    from torch import nn
 
 
 @dataclass
@@ -45,6 +47,9 @@ def _add_backward(count: PassCount, n: int) -> None:
     count.backward += n
 
 
+COSTS = ("forward_passes_per_image", "backward_passes_per_image", "seconds_per_image")  # summary.csv's
+
+
 def cost_per_image(shards: list[dict], n_images: int) -> dict:
     """summary.csv's cost columns from a cell's shard records (``forward_passes``, ``backward_passes``,
     ``attack_seconds`` each): per image, what the cell's attack run spent. Cells that share one attack
@@ -52,6 +57,12 @@ def cost_per_image(shards: list[dict], n_images: int) -> dict:
     def per_image(key):
         values = [s.get(key) for s in shards]
         return float("nan") if None in values or not n_images else sum(values) / n_images
-    return {"forward_passes_per_image": per_image("forward_passes"),
-            "backward_passes_per_image": per_image("backward_passes"),
-            "seconds_per_image": per_image("attack_seconds")}
+    return dict(zip(COSTS, (per_image("forward_passes"), per_image("backward_passes"), per_image("attack_seconds"))))
+
+
+def cost_of_attack_runs(cells, summaries: dict) -> dict:
+    """The cost per image of the distinct attack runs behind ``cells`` (summed): cells that share one
+    run (every cell crafted against the undefended model) count it once. NaN where a cell's summary
+    has no cost (stored before passes were counted)."""
+    runs = {c.attack_key: summaries.get(c.id, {}) for c in cells}
+    return {k: float(sum(s.get(k, float("nan")) for s in runs.values())) for k in COSTS}

@@ -72,6 +72,8 @@ def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, plan
     row = worst(table, planted_defense, "adaptive")
     assert {"fgsm (bpda)", "pgd[max_iter=5] (bpda)"} <= set(row.attack_gradient.removeprefix("worst of: ").split(", "))
     assert row.verdict.startswith("repaired: "), row.verdict
+    grid_cost = table[(table.defense == planted_defense) & (table.attack != "worst_case")].forward_passes_per_image
+    assert row.forward_passes_per_image > grid_cost.sum() > 0  # the remedies' BPDA runs are counted in its cost
     bpda = sweep(dict(GRID, defenses=[planted_defense], threat_models=["bpda"]), out=tmp_path, run="b", checks="none")
     bpda_figure = worst(bpda, planted_defense, "bpda").defended_adv_top1  # the same BPDA cells, same seeds
     assert bpda_figure - 0.25 - 1e-9 <= row.defended_adv_top1 <= bpda_figure  # within one image, never above

@@ -4,8 +4,8 @@ defense may also ignore it, so the worst case under bpda counts the oblivious at
 adaptive also the bpda ones (threat models in the order of what the attacker knows). Attacks without
 a budget (cw, deepfool) are not comparable at an eps and stay out. The remedies' attacks
 (hbbench.checks.remedies) count too: they hold every image. Each row names the attack that broke the
-most images no other attack broke (``decisive_attack``) and gives the verdict: holds, repaired or
-unverified."""
+most images no other attack broke (``decisive_attack``), what all its attacks cost per image, and gives
+the verdict: holds, repaired or unverified."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +18,7 @@ from hbbench.checks import remedies
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.table import WORST_CASE
 from hbbench.defenses.threat import THREAT_MODELS, get_threat_model
+from hbbench.passes import cost_of_attack_runs
 
 
 def _knows(threat: str) -> int:
@@ -74,6 +75,7 @@ def _rows(ev: Evidence, found: dict, full: bool) -> list[dict]:
             "attack_gradient": "worst of: " + ", ".join(attacks), "seed": first["seed"],
             "cell_id": WORST_CASE + "-" + hashlib.sha256("|".join(sorted(c.id for c in done)).encode()).hexdigest()[:12],
             "decisive_attack": best,
+            **cost_of_attack_runs(done, ev.summaries),  # every attack counted, the remedies' too
             "verdict": remedies.verdict(outcome, float(before.mean()), float(survived.mean()), by, full),
         })
     return out
