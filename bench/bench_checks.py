@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -19,12 +20,17 @@ from bench.common import embedded, interleaved_seconds, machine, median_ratio, r
 SWEEP = ["sweep", "--attacks", "fgsm,pgd,cw", "--defense", "heatblur,jpeg"]
 
 
-def sweep_costs(repeats: int) -> None:
+def sweep_costs(repeats: int, keep: str | None = None) -> None:
+    """``keep``: a folder that keeps the last --checks full run (its checks.csv holds the binarization
+    outcome of every setting, docs/evaluation.md)."""
+    if keep and (Path(keep) / "checks-full").exists():
+        raise SystemExit(f"{keep}/checks-full exists: a resumed run would time nothing")
     times = {level: [] for level in ("none", "default", "full")}
-    for _ in range(repeats):
+    for r in range(repeats):
         for level in times:
-            with tempfile.TemporaryDirectory() as out:
-                seconds, _ = run_cli([*SWEEP, "--checks", level], out)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = keep if keep and level == "full" and r == repeats - 1 else tmp
+                seconds, _ = run_cli([*SWEEP, "--checks", level, "--run", f"checks-{level}"], out)
             times[level].append(seconds)
             print(f"  --checks {level}: {seconds:.1f} s", flush=True)
     for level in ("default", "full"):
@@ -57,11 +63,12 @@ def main():
     ap.add_argument("--eot", type=int, default=4)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--skip-sweep", action="store_true", help="only the EoT figure (the sweeps take ~20 min)")
+    ap.add_argument("--keep", default=None, help="keep the --checks full run in this folder (run checks-full)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     eot_cost(args.eot, args.repeats, args.n)
     if not args.skip_sweep:
-        sweep_costs(args.repeats)
+        sweep_costs(args.repeats, args.keep)
 
 
 if __name__ == "__main__":
