@@ -69,6 +69,8 @@ def run_cli(args: list[str], out_dir: str, python: str | None = None) -> tuple[f
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
     )
-    cmd = [sys.executable, "-c", wrapper, python or sys.executable, "-m", "hbbench.cli", *args, "--out", out_dir]
+    # -P: the working directory is not put on sys.path, so another checkout's interpreter imports its own
+    # hbbench, not the hbbench/ folder of the checkout the bench runs from
+    cmd = [sys.executable, "-c", wrapper, python or sys.executable, "-P", "-m", "hbbench.cli", *args, "--out", out_dir]
     seconds, rss_kib = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return seconds, rss_kib // 1024
