@@ -53,9 +53,10 @@ def _mean_of_draws(gradient, draws: int):
 # Models run in channels-last memory format on CPU: those for which bench/bench_channels_last.py
 # measured a forward plus input-gradient backward (a PGD step) at most 0.9x the NCHW time, both as the
 # median of per-round ratios and as the ratio of medians, with the same predictions (figures in
-# bench/README.md): a model whose registry name starts with one of these. Others (torchvision's
-# ResNet-50: 0.98x; VGG not measured) and every model on CUDA (not measured) keep NCHW.
-CHANNELS_LAST = ("efficientnet_lite0", "timm:efficientnet")
+# bench/README.md): a model whose registry name starts with one of these (timm's EfficientNets as a
+# family, measured on b0; torchvision's ResNet-50 and VGG-19 as measured, not their families). Other
+# models, and every model on CUDA (not measured), keep NCHW.
+CHANNELS_LAST = ("efficientnet_lite0", "timm:efficientnet", "torchvision:resnet50", "torchvision:vgg19")
 
 
 def channels_last(name: str, device_type: str) -> bool:
