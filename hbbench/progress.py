@@ -67,7 +67,7 @@ def _echo_verdicts(table) -> None:
     if "verdict" not in table:
         return
     for r in table[table.verdict.notna() & (table.verdict != "holds")].itertuples():
-        click.echo(f"worst case {r.defense} under {r.threat_model} at {r.eps * 255:g}/255 on {r.model}: "
+        click.echo(f"worst case {r.defense} under {r.threat_model} at {eps_label(r.eps)} on {r.model}: "
                    f"{r.defended_adv_top1:.2f} — {r.verdict}")
 
 

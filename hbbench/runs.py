@@ -14,6 +14,7 @@ import pandas as pd
 
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.errors import HBBenchError
+from hbbench.labels import eps_label
 from hbbench.report import data
 
 CELL_KEY = ["model", "dataset", "attack", "eps", "defense", "threat_model"]
@@ -107,7 +108,7 @@ class Run:
         from hbbench.report.document import esc
 
         wc = self._run.worst_case
-        rows = "".join(f"<tr><td>{esc(r.defense)}</td><td>{esc(r.threat_model)}</td><td>{r.eps * 255:g}/255</td>"
+        rows = "".join(f"<tr><td>{esc(r.defense)}</td><td>{esc(r.threat_model)}</td><td>{eps_label(r.eps)}</td>"
                        f"<td>{r.defended_adv_top1:.3f} [{r.defended_adv_top1_ci_low:.3f}, "
                        f"{r.defended_adv_top1_ci_high:.3f}]</td></tr>" for r in wc.itertuples())
         table = ("<table><tr><th>defense</th><th>threat model</th><th>ε</th><th>worst-case top-1 [95% CI]</th></tr>"

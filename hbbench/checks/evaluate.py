@@ -9,6 +9,7 @@ from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.defenses import DEFENSES
 from hbbench.defenses.threat import get_threat_model
+from hbbench.labels import eps_label
 
 ZERO_GRADIENT_FAIL = 0.2  # more than this share of masked gradients: the attack had nothing to follow
 UNBOUNDED_MAX_TOP1 = 0.01  # a whole-range attack through a working gradient leaves (almost) nothing
@@ -128,8 +129,8 @@ def not_monotone(ev: Evidence) -> list[dict]:
         done = sorted((c for c in cells if c.eps is not None and ev.done(c)), key=lambda c: c.eps)
         if len(done) < 2:
             continue
-        results = [_compare("not_monotone", big, f"{attack} at {small.eps * 255:g}/255", ev.fooled(small),
-                            f"{attack} at {big.eps * 255:g}/255", ev.fooled(big),
+        results = [_compare("not_monotone", big, f"{attack} at {eps_label(small.eps)}", ev.fooled(small),
+                            f"{attack} at {eps_label(big.eps)}", ev.fooled(big),
                             f"{attack} is stronger at the smaller budget (the larger one's optimisation failed)",
                             eps=big.eps)
                    for small, big in zip(done, done[1:])]
