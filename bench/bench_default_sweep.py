@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
-from bench.common import machine, run_cli
+from bench.common import after_over_before, before_after
 
 TARGETS = {"heatblur,jpeg": 180, "jpeg": 120}
 
@@ -37,24 +36,13 @@ def main():
     ap.add_argument("--extra", default="", help="more sweep flags, e.g. '--checks full'")
     ap.add_argument("--before", default=None, help="python of the checkout to compare with (its own venv)")
     args = ap.parse_args()
-    runs = {"after": None} | ({"before": args.before} if args.before else {})
-    times = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, python in runs.items():
-            with tempfile.TemporaryDirectory() as out:
-                seconds, rss = run_cli(["sweep", "--attacks", "fgsm,pgd,cw", "--defense", args.defense,
-                                        *args.extra.split(), "--run", "sweep"], out, python)
-                split = attack_split(Path(out) / "sweep" / "summary.csv")
-            times[name].append(seconds)
-            print(f"  {name}: {seconds:.1f} s, peak RSS {rss} MiB; attacks: {split}", flush=True)
+    times = before_after(["sweep", "--attacks", "fgsm,pgd,cw", "--defense", args.defense, *args.extra.split()],
+                         args.before, args.repeats, lambda run: "attacks: " + attack_split(run / "summary.csv"))
     target = TARGETS.get(args.defense)
-    print(f"machine: {machine()}")
-    for name, ts in times.items():
-        print(f"{name}: sweep --defense {args.defense} {args.extra} wall time, median of {len(ts)}: "
-              f"{statistics.median(ts):.1f} s" + (f"  (target <= {target} s)" if target else ""))
+    print(f"sweep --defense {args.defense} {args.extra}: median {statistics.median(times['after']):.1f} s"
+          + (f"  (target <= {target} s)" if target else ""))
     if args.before:
-        ratios = [a / b for a, b in zip(times["after"], times["before"])]
-        print(f"after / before: {statistics.median(ratios):.2f}  (issue 19's target: <= 0.65)")
+        print(f"after / before: {after_over_before(times):.2f}  (issue 19's target: <= 0.65)")
 
 
 if __name__ == "__main__":

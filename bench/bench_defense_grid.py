@@ -12,11 +12,9 @@ after / before <= 0.5."""
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
 from pathlib import Path
 
-from bench.common import machine, run_cli
+from bench.common import after_over_before, before_after
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-samples-200"
 GRID = ["sweep", "--attacks", "pgd", "--eps", "2/255,4/255", "--defense",
@@ -40,22 +38,10 @@ def main():
     ap.add_argument("--data", default=f"imagefolder:{SHARED}")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
-    runs = {"after": None} | ({"before": args.before} if args.before else {})
-    times = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, python in runs.items():
-            with tempfile.TemporaryDirectory() as out:
-                seconds, rss = run_cli([*GRID, "--data", args.data, "--n", str(args.n), "--run", "grid"], out, python)
-                parts = _split(Path(out) / "grid" / "summary.csv")
-            times[name].append(seconds)
-            print(f"  {name}: {seconds:.1f} s, peak RSS {rss} MiB; {parts}", flush=True)
-    print(f"machine: {machine()}")
-    for name, ts in times.items():
-        print(f"{name}: median {statistics.median(ts):.1f} s over {len(ts)} run(s) ({args.n} images)")
+    times = before_after([*GRID, "--data", args.data, "--n", str(args.n)], args.before, args.repeats,
+                         lambda run: _split(run / "summary.csv"))
     if args.before:
-        ratios = [a / b for a, b in zip(times["after"], times["before"])]
-        print(f"after / before: {statistics.median(ratios):.2f}  (target <= 0.5)")
-
+        print(f"after / before: {after_over_before(times):.2f}  (target <= 0.5)")
 
 if __name__ == "__main__":
     main()

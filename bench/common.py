@@ -74,3 +74,33 @@ def run_cli(args: list[str], out_dir: str, python: str | None = None) -> tuple[f
     cmd = [sys.executable, "-c", wrapper, python or sys.executable, "-P", "-m", "hbbench.cli", *args, "--out", out_dir]
     seconds, rss_kib = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return seconds, rss_kib // 1024
+
+
+def before_after(args: list[str], before: str | None, repeats: int, describe) -> dict[str, list[float]]:
+    """Time `hbbench <args> --run bench` with this checkout ("after") and, when ``before`` names another
+    checkout's interpreter, with that one, round-robin, each a fresh process in its own temporary
+    folder; print one line per run with ``describe(run_dir)``; return wall seconds per name."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    runs = {"after": None} | ({"before": before} if before else {})
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, python in runs.items():
+            with tempfile.TemporaryDirectory() as out:
+                seconds, rss = run_cli([*args, "--run", "bench"], out, python)
+                parts = describe(Path(out) / "bench")
+            times[name].append(seconds)
+            print(f"  {name}: {seconds:.1f} s, peak RSS {rss} MiB; {parts}", flush=True)
+    print(f"machine: {machine()}")
+    for name, ts in times.items():
+        print(f"{name}: median {statistics.median(ts):.1f} s over {len(ts)} run(s)")
+    return times
+
+
+def after_over_before(times: dict[str, list[float]]) -> float:
+    """The median of the paired after / before ratios."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(times["after"], times["before"]))
