@@ -96,13 +96,13 @@ def found_share(cells, ctx, n_images: int) -> tuple[int, int]:
             defended = torch.from_numpy((apply_defense(defense, points, len(points)) - pre.mean) / pre.std)
             f = features(base.model, head, defended.float().to(base.device))
         fit = LogisticRegression(C=1e4, class_weight="balanced", max_iter=2000).fit(f.cpu().numpy(), labels)
-        binary = Binary(base.model, head, fit.coef_[0], fit.intercept_[0])
+        network = Binary(base.model, head, fit.coef_[0], fit.intercept_[0])
         with torch.no_grad():  # the binary model on the defended points: its readout on the features just computed
-            separated = np.array_equal(binary.readout(f).argmax(1).cpu().numpy(), labels)
+            separated = np.array_equal(network.readout(f).argmax(1).cpu().numpy(), labels)
         if not separated:
             continue  # the readout does not separate them: no example provably exists
         conclusive += 1
-        binary = make_classifier(binary, device=ctx.device, mean=mean, std=std, num_classes=2,
+        binary = make_classifier(network, device=ctx.device, mean=mean, std=std, num_classes=2,
                                  input_shape=base.input_shape)
         defend = lambda z: apply_defense(defense, z, len(z))  # noqa: E731
         attacked_defense = defense if first.crafts_against_defense else None
