@@ -60,41 +60,47 @@ def fgsm(classifier, eps: float = 4 / 255, norm: str = "inf", batch_size: int = 
                                 batch_size=batch_size)
 
 
-def _early_stop(classifier, early_stop) -> bool:
+def _on_when_undefended(classifier, name: str, value) -> bool:
     """``auto``: on for a classifier that carries no preprocessing defense (the undefended model, scored
-    on itself); a defended classifier turns it on explicitly, when its defense is deterministic and
-    the attack is scored on it (hbbench.runner.stops_early does)."""
-    if early_stop == "auto":
+    on itself). The sweep sets both flags itself (hbbench.runner.craft): best iterate wherever the run
+    is scored on the model it attacks, early stop only where the preset asks for it."""
+    if value == "auto":
         return not getattr(classifier, "preprocessing_defences", None)
-    if not isinstance(early_stop, bool):
-        raise HBBenchError(f"early_stop must be true, false or auto, got {early_stop!r}")
-    return early_stop
+    if not isinstance(value, bool):
+        raise HBBenchError(f"{name} must be true, false or auto, got {value!r}")
+    return value
 
 
-def _pgd(classifier, early_stop, **params):
-    """ART's PGD; on tensors (ART's PyTorch PGD, hbbench's early-stop subclass of it) when every
-    preprocessing step of the classifier is PyTorch, else ART's NumPy PGD (no early stop)."""
+def _pgd(classifier, early_stop, best_iterate, **params):
+    """ART's PGD; on tensors (ART's PyTorch PGD, hbbench's best-iterate subclass of it) when every
+    preprocessing step of the classifier is PyTorch, else ART's NumPy PGD (neither flag)."""
     if getattr(classifier, "all_framework_preprocessing", False):
         from hbbench.attacks.early_stop import EarlyStopPGD
 
-        return EarlyStopPGD(classifier, early_stop=_early_stop(classifier, early_stop), verbose=False, **params)
+        return EarlyStopPGD(classifier, early_stop=_on_when_undefended(classifier, "early_stop", early_stop),
+                            best_iterate=_on_when_undefended(classifier, "best_iterate", best_iterate),
+                            verbose=False, **params)
     return E.ProjectedGradientDescent(classifier, verbose=False, **params)
 
 
 @ATTACKS.register("pgd", "ProjectedGradientDescent (Madry et al.): max_iter steps of eps/4 from a random start; "
-                  "early_stop: a fooled image keeps the iterate that fooled and leaves the batch (auto: on for "
-                  "an undefended classifier)", norm="inf", budget=True, gradient=True)
+                  "best_iterate: an image any iterate fooled keeps a fooling iterate; early_stop: it also "
+                  "leaves the batch at the first (faster; NDCG/MRR then those of a minimal example). Through "
+                  "the API auto is on for an undefended classifier; the sweep keeps the best iterate where "
+                  "the run is scored on the model it attacks, and stops early only with early_stop=true",
+                  norm="inf", budget=True, gradient=True)
 def pgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
-        num_random_init: int = 1, norm: str = "inf", batch_size: int = 32, early_stop: bool | str = "auto"):
-    return _pgd(classifier, early_stop, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
+        num_random_init: int = 1, norm: str = "inf", batch_size: int = 32, early_stop: bool | str = "auto",
+        best_iterate: bool | str = "auto"):
+    return _pgd(classifier, early_stop, best_iterate, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
                 max_iter=max_iter, num_random_init=num_random_init, batch_size=batch_size)
 
 
-@ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf; early_stop as pgd",
-                  norm="inf", budget=True, gradient=True)
+@ATTACKS.register("bim", "BasicIterativeMethod (Kurakin et al.): PGD without random start, Linf; early_stop and "
+                  "best_iterate as pgd", norm="inf", budget=True, gradient=True)
 def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10, batch_size: int = 32,
-        early_stop: bool | str = "auto"):
-    return _pgd(classifier, early_stop, norm=np.inf, eps=eps, eps_step=_step(eps, eps_step), max_iter=max_iter,
+        early_stop: bool | str = "auto", best_iterate: bool | str = "auto"):
+    return _pgd(classifier, early_stop, best_iterate, norm=np.inf, eps=eps, eps_step=_step(eps, eps_step), max_iter=max_iter,
                 num_random_init=0, batch_size=batch_size)
 
 

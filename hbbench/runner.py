@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from hbbench.attacks import ATTACKS, attack_norm, make_attack
-from hbbench.attacks.early_stop import stops_early
+from hbbench.attacks.early_stop import keeps_best_iterate
 from hbbench.checks import probes
 from hbbench.classifier import make_classifier, predict_probs, resolve_device, with_defenses
 from hbbench.datasets import Dataset, load_dataset
@@ -44,7 +44,7 @@ class Unit:
     start: int
     stop: int
     cache_dir: str | None = None  # where defended-clean predictions are shared across workers and resumes
-    early_stop: bool = False  # stops_early of the whole attack run (all its cells, done or not)
+    best_iterate: bool = False  # keeps_best_iterate of the whole attack run (all its cells, done or not)
 
 
 @dataclass
@@ -165,7 +165,7 @@ def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_don
             for group in groups:
                 todo = tuple(c for c in group if not is_done(c, k))
                 if todo:
-                    units.append(Unit(todo, k, start, stop, cache_dir, stops_early(group)))
+                    units.append(Unit(todo, k, start, stop, cache_dir, keeps_best_iterate(group)))
     return units
 
 
@@ -194,24 +194,26 @@ def attacked_classifier(cell: Cell, ctx: Context):
 
 
 def craft(cell: Cell, ctx: Context, x: np.ndarray, y: np.ndarray, shard: int, attacked=None,
-          early_stop: bool = False) -> np.ndarray:
+          best_iterate: bool = False) -> np.ndarray:
     """The adversarial examples of ``cell``'s attack run for images ``x`` (labels ``y``) of shard
     ``shard`` against ``attacked`` (default: ``attacked_classifier(cell, ctx)``); the parameters and
     seed are the run's, so the same shard gives the same examples in any process (the runner's units
-    and the report's example panels both craft here). ``early_stop`` is ``stops_early`` of the run;
-    it is kept off for a random defense, and a preset's ``early_stop=false`` stays off."""
+    and the report's example panels both craft here). ``best_iterate`` is ``keeps_best_iterate`` of the
+    run; it is kept off for a random defense. Early stop needs it and the preset's ``early_stop=true``:
+    the sweep reports NDCG and MRR, which an early-stopped (minimal) example would raise."""
     attacked = attacked or attacked_classifier(cell, ctx)
     params = dict(cell.attack_params)
     if cell.eps is not None:
         params["eps"] = cell.eps
-    if "early_stop" in ATTACKS.resolve(cell.attack_name)[0].params:
-        params["early_stop"] = bool(early_stop and params.get("early_stop") is not False
-                                    and not (cell.crafts_against_defense and is_random(cell, ctx, x)))
+    if "best_iterate" in ATTACKS.resolve(cell.attack_name)[0].params:
+        best = bool(best_iterate and params.get("best_iterate") is not False
+                    and not (cell.crafts_against_defense and is_random(cell, ctx, x)))
+        params["best_iterate"], params["early_stop"] = best, best and params.get("early_stop") is True
     params.setdefault("batch_size", ctx.batch_size)
     seed_everything(cell.seed, cell.attack_key, shard)
     attack = make_attack(cell.attack_name, attacked, **params)
     x_adv = attack.generate(x, y=y).astype(np.float32)
-    ctx.fooled_at = getattr(attack, "fooled_at", None)  # tracked under early stop (best iterate)
+    ctx.fooled_at = getattr(attack, "fooled_at", None)  # tracked with the best iterate
     return x_adv
 
 
@@ -253,7 +255,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
     on_event("attack", cell=first, unit=unit)
     t0 = time.perf_counter()
     with count_passes(ctx.classifier.model) as passes:  # the network every attacked classifier shares
-        x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.early_stop)
+        x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.best_iterate)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
 
@@ -276,7 +278,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
                 defend(cell, defense, unit.shard, batch_size, x)[0]))
             def_adv = ctx.predict(defend(cell, defense, unit.shard, batch_size, x_adv)[0])
         defense_seconds = time.perf_counter() - t0
-        if ctx.fooled_at is not None:  # early stop: the run's cells are scored on the attacked model
+        if ctx.fooled_at is not None:  # best iterate: the run's cells are scored on the attacked model
             found.update(probes.silent_success(ctx.fooled_at, def_adv, y))
         probs = {"clean": clean_probs, "adv": adv_probs, "def_clean": def_clean, "def_adv": def_adv}
         records = sample_records(ids, y, probs, x, x_adv)

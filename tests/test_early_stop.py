@@ -1,6 +1,7 @@
-"""Early stop and best iterate (hbbench.attacks.early_stop): a fooled image keeps the iterate that
-fooled and leaves the batch; never weaker on deterministic targets; off for random defenses and
-oblivious runs; fewer passes, counted with hbbench.passes."""
+"""Best iterate and early stop (hbbench.attacks.early_stop): a fooled image keeps an iterate that
+fooled, and with early stop leaves the batch; never weaker on deterministic targets; top-1 the same
+with and without early stop, the ranking measures not; off for random defenses and oblivious runs;
+fewer passes, counted with hbbench.passes."""
 import numpy as np
 import pytest
 import torch
@@ -9,9 +10,10 @@ from torch import nn
 from hbbench.attacks import make_attack
 from hbbench.classifier import make_classifier, with_defenses
 from hbbench.datasets import load_dataset
+from hbbench.metrics import true_rank
 from hbbench.defenses import attacker_preprocessors, make_defense
 from hbbench.passes import count_passes
-from hbbench.attacks.early_stop import stops_early
+from hbbench.attacks.early_stop import keeps_best_iterate
 from hbbench.runner import apply_defense
 from hbbench.spec import SweepSpec
 
@@ -31,12 +33,13 @@ def test_an_intermediate_fooling_iterate_counts_as_fooled():
     clf = make_classifier(Bump(), mean=(0.0,), std=(1.0,), input_shape=(1, 1, 1), device="cpu")
     x, y = np.full((1, 1, 1, 1), 0.5, np.float32), np.array([0])
     params = dict(eps=0.3, eps_step=0.1, max_iter=3, num_random_init=0)
-    last = make_attack("pgd", clf, early_stop=False, **params).generate(x, y=y)
+    last = make_attack("pgd", clf, early_stop=False, best_iterate=False, **params).generate(x, y=y)
     assert clf.predict(last).argmax(1)[0] == 0 and last.item() == pytest.approx(0.8)  # the case is as built
-    attack = make_attack("pgd", clf, **params)  # auto: on for an undefended classifier
-    best = attack.generate(x, y=y)
-    assert clf.predict(best).argmax(1)[0] == 1 and best.item() == pytest.approx(0.6)
-    assert attack.fooled_at.tolist() == [1]
+    for flags in ({}, {"early_stop": False}):  # auto: both on for an undefended classifier; every step
+        attack = make_attack("pgd", clf, **flags, **params)
+        best = attack.generate(x, y=y)
+        assert clf.predict(best).argmax(1)[0] == 1 and best.item() == pytest.approx(0.6)
+        assert attack.fooled_at.tolist() == [1]
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +52,32 @@ def data8():
 def test_early_stop_never_makes_an_outcome_better_for_the_defense(classifier, data8, defense, threat):
     target = make_defense(defense, classifier)
     attacked = with_defenses(classifier, attacker_preprocessors(target, threat)[0]) if target is not None else classifier
-    fooled = {}
-    for early in (False, True):
+    fooled, rank = {}, {}
+    for mode, flags in {"ART": (False, False), "best iterate": (False, True), "early stop": (True, True)}.items():
         np.random.seed(0)
-        adv = make_attack("pgd", attacked, eps=1 / 255, max_iter=5, early_stop=early).generate(data8.x, y=data8.y)
-        scored = apply_defense(target, adv, 8)
-        fooled[early] = classifier.predict(scored).argmax(1) != data8.y
-    assert not (fooled[False] & ~fooled[True]).any()
+        attack = make_attack("pgd", attacked, eps=1 / 255, max_iter=5, early_stop=flags[0], best_iterate=flags[1])
+        probs = classifier.predict(apply_defense(target, attack.generate(data8.x, y=data8.y), 8))  # ranks as logits
+        fooled[mode], rank[mode] = probs.argmax(1) != data8.y, true_rank(probs, data8.y)
+    assert not (fooled["ART"] & ~fooled["best iterate"]).any()
+    # the trajectories agree until an image's first fooling step: early stop keeps top-1 exactly ...
+    assert np.array_equal(fooled["best iterate"], fooled["early stop"])
+    # ... but its example sits just past the boundary, where the true class still ranks high
+    assert (rank["early stop"] < rank["best iterate"]).sum() > (rank["early stop"] > rank["best iterate"]).sum()
 
 
 def test_early_stop_saves_passes(classifier, data4):
-    counts = {}
-    for early in (False, True):
+    counts, fooled = {}, {}
+    for mode, flags in {"ART": (False, False), "best iterate": (False, True), "early stop": (True, True)}.items():
         np.random.seed(0)
-        attack = make_attack("pgd", classifier, eps=4 / 255, max_iter=10, early_stop=early)
+        attack = make_attack("pgd", classifier, eps=4 / 255, max_iter=10, early_stop=flags[0], best_iterate=flags[1])
         with count_passes(classifier.model) as count:
             attack.generate(data4.x, y=data4.y)
-        counts[early] = count
-    assert (counts[False].forward, counts[False].backward) == (40, 40)  # ART: 10 steps x 4 images
-    assert counts[True].forward == counts[True].backward < 40 / 2
+        counts[mode], fooled[mode] = count, attack.fooled_at
+    assert (counts["ART"].forward, counts["ART"].backward) == (40, 40)  # ART: 10 steps x 4 images
+    # every step, then one forward pass over the last iterates of the images an earlier one fooled
+    earlier = int((fooled["best iterate"] >= 0).sum())
+    assert earlier > 0 and (counts["best iterate"].forward, counts["best iterate"].backward) == (40 + earlier, 40)
+    assert counts["early stop"].forward == counts["early stop"].backward < 40 / 2
 
 
 def _cells(**spec):
@@ -81,14 +91,14 @@ def _group(cells, cell):
 def test_early_stop_is_planned_off_for_oblivious_runs():
     cells = _cells(defenses=["none", "jpeg"], threat_models=["oblivious", "bpda"])
     by = {(c.defense_name, c.threat_model): c for c in cells}
-    assert not stops_early(_group(cells, by["none", "oblivious"]))  # shared with the transfer cells
-    assert not stops_early(_group(cells, by["jpeg", "oblivious"]))
-    assert stops_early(_group(cells, by["jpeg", "bpda"]))
+    assert not keeps_best_iterate(_group(cells, by["none", "oblivious"]))  # shared with the transfer cells
+    assert not keeps_best_iterate(_group(cells, by["jpeg", "oblivious"]))
+    assert keeps_best_iterate(_group(cells, by["jpeg", "bpda"]))
     only_none = _cells(defenses=["none"], threat_models=["bpda"])
-    assert stops_early(only_none)
+    assert keeps_best_iterate(only_none)
 
 
-def test_early_stop_is_off_for_a_random_defense(monkeypatch):
+def test_the_sweep_keeps_the_best_iterate_and_stops_early_only_when_asked(monkeypatch):
     from hbbench import runner
 
     given = {}
@@ -102,11 +112,13 @@ def test_early_stop_is_off_for_a_random_defense(monkeypatch):
 
     monkeypatch.setattr(runner, "make_attack", Recorder)
     ds = load_dataset("imagenet-samples", n=2)
-    for defense in ("noise", "jpeg"):
-        (cell,) = [c for c in _cells(defenses=[defense], threat_models=["bpda"], n=2) if c.defense_name == defense]
-        ctx = runner.get_context(cell, 2, "cpu")
-        runner.craft(cell, ctx, ds.x, ds.y, 0, early_stop=True)
-        assert given["pgd"]["early_stop"] is (defense == "jpeg")
+    for attack in ("pgd", "pgd[early_stop=true]"):
+        for defense in ("noise", "jpeg"):  # a random defense: neither
+            (cell,) = [c for c in SweepSpec(attacks=[attack], defenses=[defense], threat_models=["bpda"], n=2).cells()
+                       if c.defense_name == defense]
+            runner.craft(cell, runner.get_context(cell, 2, "cpu"), ds.x, ds.y, 0, best_iterate=True)
+            assert given["pgd"]["best_iterate"] is (defense == "jpeg")
+            assert given["pgd"]["early_stop"] is (defense == "jpeg" and attack != "pgd")
 
 
 def test_silent_success_check_counts_what_the_returned_example_lost():

@@ -23,7 +23,7 @@ def tiny_run(tmp_path_factory):
     weights = out / "tiny_cnn.pt"
     subprocess.run([sys.executable, str(ROOT / "examples" / "tiny_cnn.py"), str(weights)], check=True)
     spec = SweepSpec(models=[f"tiny_cnn[weights={weights}]"], plugins=[str(ROOT / "examples" / "tiny_cnn.py")],
-                     attacks=["fgsm", "pgd[max_iter=10]", "pgd[max_iter=10,early_stop=false]"], defenses=["squeeze"],
+                     attacks=["fgsm", "pgd[max_iter=10]", "pgd[max_iter=10,early_stop=true]"], defenses=["squeeze"],
                      threat_models=["oblivious", "bpda[eot=4]"], n=3, batch_size=3)
     hbbench.sweep(spec, out=out, run="tiny", checks="none")
     return out / "tiny"
@@ -39,10 +39,10 @@ def _cell(summary: pd.DataFrame, attack: str, defense: str, threat: str) -> pd.S
     ("fgsm", "none", "oblivious", 1), ("fgsm", "squeeze", "oblivious", 1), ("fgsm", "squeeze", "bpda[eot=4]", 4),
     ("pgd[max_iter=10]", "none", "oblivious", 10), ("pgd[max_iter=10]", "squeeze", "oblivious", 10),
     ("pgd[max_iter=10]", "none", "bpda[eot=4]", 10),  # the undefended model's run, shared: no EoT
-    ("pgd[max_iter=10,early_stop=false]", "squeeze", "bpda[eot=4]", 40),
-    # early stop (a deterministic defense scored on the model it attacks): every image of the untrained
-    # CNN is wrong from the start, so each leaves after its first step of 4 EoT draws
-    ("pgd[max_iter=10]", "squeeze", "bpda[eot=4]", 4)])
+    ("pgd[max_iter=10]", "squeeze", "bpda[eot=4]", 40),  # the sweep runs every step unless asked
+    # early stop (asked for; a deterministic defense scored on the model it attacks): every image of the
+    # untrained CNN is wrong from the start, so each leaves after its first step of 4 EoT draws
+    ("pgd[max_iter=10,early_stop=true]", "squeeze", "bpda[eot=4]", 4)])
 def test_passes_per_image_count_what_the_attack_ran(tiny_run, attack, defense, threat, backward):
     cell = _cell(pd.read_csv(tiny_run / "summary.csv"), attack, defense, threat)
     assert cell.backward_passes_per_image == backward

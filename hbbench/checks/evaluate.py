@@ -208,8 +208,8 @@ def silent_success(ev: Evidence) -> list[dict]:
     for cell in ev.cells:
         found, lost = (ev.summaries.get(cell.id, {}).get(k) for k in ("silent_found", "silent_lost"))
         if found is None or found != found:  # absent, or NaN in a table of other cells
-            rows.append(row("silent_success", cell, "not run", "the attack's iterates are tracked under early "
-                            "stop only (PGD/BIM scored on the model it attacks, deterministic defense)"))
+            rows.append(row("silent_success", cell, "not run", "the attack's iterates are tracked with the best "
+                            "iterate only (PGD/BIM scored on the model it attacks, deterministic defense)"))
             continue
         rows.append(row("silent_success", cell, "fail" if lost else "pass",
                         f"{int(lost)} of the {int(found)} images an iterate fooled are correct on the returned example",

@@ -65,7 +65,7 @@ def _grid(run: Run):
 
 
 def example_figure(run: Run, n_examples: int, device: str):
-    from hbbench.attacks.early_stop import stops_early
+    from hbbench.attacks.early_stop import keeps_best_iterate
     from hbbench.runner import craft, defend, get_context, make_cell_defense
 
     attack, eps = focus(run.summary)
@@ -90,9 +90,9 @@ def example_figure(run: Run, n_examples: int, device: str):
     rows_idx = list(range(start, stop)) if exact else chosen
     idx = [rows_idx.index(s) for s in chosen]
     x_all, y_all = ctx.dataset.images(rows_idx), ctx.dataset.y[rows_idx]
-    def run_of(cell):  # the attack run's early stop, as the runner planned it
-        return stops_early([c for c in cells.values() if c.attack_run == cell.attack_run])
-    x_adv_all = craft(base_cell, ctx, x_all, y_all, shard, early_stop=run_of(base_cell))
+    def run_of(cell):  # the attack run's best iterate, as the runner planned it
+        return keeps_best_iterate([c for c in cells.values() if c.attack_run == cell.attack_run])
+    x_adv_all = craft(base_cell, ctx, x_all, y_all, shard, best_iterate=run_of(base_cell))
     # predicted over the whole attacked batch, as the run predicted them
     x, x_adv, y = x_all[idx], x_adv_all[idx], y_all[idx]
     p_clean, p_adv = ctx.predict(x_all)[idx], ctx.predict(x_adv_all)[idx]
@@ -106,7 +106,7 @@ def example_figure(run: Run, n_examples: int, device: str):
             continue
         cell = cells[r.cell_id.iloc[0]]
         # a defense the attack sees has adversarial examples of its own, crafted as the run crafted them
-        x_adv_cell = craft(cell, ctx, x_all, y_all, shard, early_stop=run_of(cell)) if cell.crafts_against_defense else x_adv_all
+        x_adv_cell = craft(cell, ctx, x_all, y_all, shard, best_iterate=run_of(cell)) if cell.crafts_against_defense else x_adv_all
         # the clean images go through too, first: a random defense then draws the run's noise
         _, x_def = defend(cell, make_cell_defense(cell, ctx.classifier), shard, ctx.batch_size, x_all, x_adv_cell)
         column = f"{d} on adversarial" + (" crafted against it" if cell.crafts_against_defense else "")
