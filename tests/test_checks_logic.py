@@ -77,7 +77,7 @@ def test_not_monotone(small, big, expected):
 @pytest.mark.parametrize("doubled,expected", [(range(9), "fail"), (range(1), "pass")])
 def test_not_converged(doubled, expected):
     ev = evidence(["pgd"], checks=["not_converged"],
-                  outcomes={("pgd[max_iter=20]", "jpeg", "bpda", 4): doubled, ("pgd", "jpeg", "bpda", 4): range(1)})
+                  outcomes={("pgd[early_stop=True,max_iter=20]", "jpeg", "bpda", 4): doubled, ("pgd", "jpeg", "bpda", 4): range(1)})
     assert status(ev, "not_converged") == [expected]
 
 

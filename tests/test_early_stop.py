@@ -134,3 +134,13 @@ def test_silent_success_check_counts_what_the_returned_example_lost():
     assert statuses(clean) == ["not run"]  # no early stop: iterates not tracked
     assert statuses({**clean, "silent_found": 5, "silent_lost": 0}) == ["pass"]
     assert statuses({**clean, "silent_found": 5, "silent_lost": 1}) == ["fail"]
+
+
+def test_the_checks_that_read_top1_alone_plan_their_pgd_to_stop_early():
+    from hbbench.checks import auxiliary
+
+    cells = SweepSpec(attacks=["pgd", "fgsm"], defenses=["jpeg"], threat_models=["bpda"]).cells()
+    planned = auxiliary.plan(cells, ("unbounded", "not_converged", "blackbox_beats_whitebox"))
+    for check in ("unbounded", "not_converged"):
+        assert planned[check] and all(dict(c.attack_params)["early_stop"] is True for c, _ in planned[check])
+    assert all("early_stop" not in dict(c.attack_params) for c, _ in planned["blackbox_beats_whitebox"])  # Square

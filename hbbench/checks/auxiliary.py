@@ -6,6 +6,10 @@ executors like the grid's), over the first ``check_samples`` images, never part 
   the threat model dictates; one per defense x threat model that crafts against the defense.
 - ``not_converged``: each iterative gradient attack of the grid with twice its iterations, same
   budget, defense and threat model.
+
+Both checks read top-1 alone, so their PGD stops early (``early_stop``: the same top-1 as every step
+with the best iterate, hbbench.attacks.early_stop, for a fraction of the passes) wherever the runner
+keeps the best iterate.
 - ``blackbox_beats_whitebox``: ART's SquareAttack (score-based, 100 queries per image) at each
   budget and norm of the grid's gradient attacks, against the defended model (its forward pass as
   is: the attack only reads outputs, so bpda's wrapper changes nothing for it).
@@ -17,7 +21,7 @@ from dataclasses import replace
 from hbbench.attacks import ATTACKS, attack_norm
 from hbbench.spec import Cell
 
-UNBOUNDED_PGD = {"eps": 1.0, "eps_step": 0.01, "max_iter": 50, "num_random_init": 0}
+UNBOUNDED_PGD = {"eps": 1.0, "eps_step": 0.01, "max_iter": 50, "num_random_init": 0, "early_stop": True}
 SQUARE_QUERIES = 100
 
 
@@ -52,7 +56,10 @@ def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]
         for c in cells:
             if is_iterative_gradient(c):
                 params = dict(c.attack_params)
-                params["max_iter"] = 2 * params.get("max_iter", ATTACKS.resolve(c.attack_name)[0].params["max_iter"])
+                entry = ATTACKS.resolve(c.attack_name)[0]
+                params["max_iter"] = 2 * params.get("max_iter", entry.params["max_iter"])
+                if "early_stop" in entry.params:
+                    params["early_stop"] = True
                 out["not_converged"].append((with_attack(c, c.attack_name, params, c.eps), c))
     if "blackbox_beats_whitebox" in checks:
         seen = {}
