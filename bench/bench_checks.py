@@ -20,12 +20,12 @@ from bench.common import embedded, interleaved_seconds, machine, median_ratio, r
 SWEEP = ["sweep", "--attacks", "fgsm,pgd,cw", "--defense", "heatblur,jpeg"]
 
 
-def sweep_costs(repeats: int, keep: str | None = None) -> None:
+def sweep_costs(repeats: int, keep: str | None = None, levels=("default", "full")) -> None:
     """``keep``: a folder that keeps the last --checks full run (its checks.csv holds the binarization
-    outcome of every setting, docs/evaluation.md)."""
+    outcome of every setting, docs/evaluation.md). ``levels``: the check levels timed beside none."""
     if keep and (Path(keep) / "checks-full").exists():
         raise SystemExit(f"{keep}/checks-full exists: a resumed run would time nothing")
-    times = {level: [] for level in ("none", "default", "full")}
+    times = {level: [] for level in ("none", *levels)}
     for r in range(repeats):
         for level in times:
             with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +33,7 @@ def sweep_costs(repeats: int, keep: str | None = None) -> None:
                 seconds, _ = run_cli([*SWEEP, "--checks", level, "--run", f"checks-{level}"], out)
             times[level].append(seconds)
             print(f"  --checks {level}: {seconds:.1f} s", flush=True)
-    for level in ("default", "full"):
+    for level in levels:
         print(f"--checks {level} / --checks none: {median_ratio(times[level], times['none']):.2f}x "
               f"(medians {statistics.median(times[level]):.1f} s / {statistics.median(times['none']):.1f} s; "
               f"target {'<= 1.15x' if level == 'default' else '<= 2.5x'})")
@@ -63,12 +63,18 @@ def main():
     ap.add_argument("--eot", type=int, default=4)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--skip-sweep", action="store_true", help="only the EoT figure (the sweeps take ~20 min)")
+    ap.add_argument("--skip-eot", action="store_true", help="only the sweeps")
+    ap.add_argument("--levels", default="default,full", help="check levels timed beside --checks none")
     ap.add_argument("--keep", default=None, help="keep the --checks full run in this folder (run checks-full)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    eot_cost(args.eot, args.repeats, args.n)
+    if not args.skip_eot:
+        eot_cost(args.eot, args.repeats, args.n)
     if not args.skip_sweep:
-        sweep_costs(args.repeats, args.keep)
+        levels = tuple(v for v in args.levels.split(",") if v)
+        if not set(levels) <= {"default", "full"}:
+            raise SystemExit(f"--levels takes default and/or full, got {args.levels!r}")
+        sweep_costs(args.repeats, args.keep, levels)
 
 
 if __name__ == "__main__":
