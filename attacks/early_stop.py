@@ -37,6 +37,13 @@ from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_p
 from art.utils import random_sphere
 
 
+# pgd/bim parameters for a transfer example: crafted on the undefended model, applied through a
+# defense (oblivious). make_attack's default on an undefended classifier stops early, and an example
+# just past that model's boundary transfers worse. The sweep's oblivious runs get the same values
+# (hbbench.runner.craft).
+TRANSFER = {"early_stop": False, "best_iterate": False}
+
+
 def keeps_best_iterate(cells) -> bool:
     """Whether an attack run may keep its best iterate (and stop early where asked): each cell it feeds
     (``cells``, done or not) is scored on the model it attacks, the undefended model or the defense

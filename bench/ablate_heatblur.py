@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hbbench.attacks import make_attack
+from hbbench.attacks import TRANSFER, make_attack
 from hbbench.classifier import make_classifier, predict_probs, with_defenses
 from hbbench.datasets import load_dataset
 from hbbench.defenses import StraightThrough, make_defense
@@ -123,7 +123,8 @@ def main(argv=None):
         def run(preset=preset, params=params):
             np.random.seed(0)
             torch.manual_seed(0)
-            return make_attack(preset, clf, **params).generate(x, y=y).astype(np.float32)
+            return make_attack(preset, clf, **params, **(TRANSFER if preset == "pgd" else {})).generate(
+                x, y=y).astype(np.float32)
         adv[name] = cached(cache / f"{name}_{key}.npy", run)
         log(f"  {name} ready")
     if args.attacks_only:

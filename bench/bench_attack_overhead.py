@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.common import embedded, interleaved_seconds, machine, median_ratio
-from hbbench.attacks import make_attack
+from hbbench.attacks import TRANSFER, make_attack
 
 
 def plain_pgd(model, mean, std, x, y, eps, steps=10):
@@ -41,7 +41,7 @@ def main():
     std = torch.tensor(clf.preprocessing.std)
     np.random.seed(0)
     torch.manual_seed(0)
-    attack = make_attack("pgd", clf, eps=eps, batch_size=args.n)
+    attack = make_attack("pgd", clf, eps=eps, batch_size=args.n, **TRANSFER)  # every step, as the plain loop
     cw = make_attack("cw", clf, batch_size=args.n)
     out = {}
     t = interleaved_seconds({

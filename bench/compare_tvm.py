@@ -32,7 +32,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from hbbench.attacks import make_attack
+    from hbbench.attacks import TRANSFER, make_attack
     from hbbench.classifier import make_classifier
     from hbbench.datasets import load_first
     from hbbench.defenses import make_defense
@@ -43,7 +43,8 @@ def main(argv=None):
     x, y = ds.x, ds.y
     log(f"{len(y)} images from {args.data}; crafting PGD-10 4/255 against the undefended model")
     seed_everything("compare_tvm", "pgd")
-    x_adv = make_attack("pgd", clf, eps=4 / 255, batch_size=args.batch_size).generate(x, y=y).astype(np.float32)
+    x_adv = make_attack("pgd", clf, eps=4 / 255, batch_size=args.batch_size, **TRANSFER).generate(x, y=y).astype(
+        np.float32)
 
     def top1(images):
         return clf.predict(images, batch_size=args.batch_size).argmax(1)

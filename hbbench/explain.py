@@ -81,7 +81,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from hbbench.attacks import make_attack
+    from hbbench.attacks import TRANSFER, make_attack
     from hbbench.classifier import make_classifier, predict_probs
     from hbbench.defenses import make_defense
     from hbbench.defenses.blur import gaussian_blur
@@ -100,7 +100,7 @@ def explain(image_or_index=0, dataset: str = "imagenet-samples", model: str = "e
     np.random.seed(seed)
     torch.manual_seed(seed)
     y = np.array([label]) if label is not None else clf.predict(x).argmax(1)
-    x_adv = make_attack("pgd", clf, eps=eps, max_iter=attack_iters).generate(x, y=y).astype(np.float32)
+    x_adv = make_attack("pgd", clf, eps=eps, max_iter=attack_iters, **TRANSFER).generate(x, y=y).astype(np.float32)
 
     k = hb.top_k
     ncol = panels_per_row(k)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hbbench.attacks import make_attack
+from hbbench.attacks import TRANSFER, make_attack
 from hbbench.classifier import make_classifier, with_defenses
 from hbbench.datasets import load_dataset
 from hbbench.metrics import true_rank
@@ -67,13 +67,14 @@ def test_early_stop_never_makes_an_outcome_better_for_the_defense(classifier, da
 
 def test_early_stop_saves_passes(classifier, data4):
     counts, fooled = {}, {}
-    for mode, flags in {"ART": (False, False), "best iterate": (False, True), "early stop": (True, True)}.items():
+    for mode, flags in {"ART": TRANSFER, "best iterate": dict(early_stop=False, best_iterate=True),
+                        "early stop": dict(early_stop=True, best_iterate=True)}.items():
         np.random.seed(0)
-        attack = make_attack("pgd", classifier, eps=4 / 255, max_iter=10, early_stop=flags[0], best_iterate=flags[1])
+        attack = make_attack("pgd", classifier, eps=4 / 255, max_iter=10, **flags)
         with count_passes(classifier.model) as count:
             attack.generate(data4.x, y=data4.y)
         counts[mode], fooled[mode] = count, attack.fooled_at
-    assert (counts["ART"].forward, counts["ART"].backward) == (40, 40)  # ART: 10 steps x 4 images
+    assert (counts["ART"].forward, counts["ART"].backward) == (40, 40)  # TRANSFER is ART: 10 steps x 4 images
     # every step, then one forward pass over the last iterates of the images an earlier one fooled
     earlier = int((fooled["best iterate"] >= 0).sum())
     assert earlier > 0 and (counts["best iterate"].forward, counts["best iterate"].backward) == (40 + earlier, 40)
