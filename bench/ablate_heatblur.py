@@ -30,10 +30,11 @@ from hbbench.datasets import load_dataset
 from hbbench.defenses import StraightThrough, make_defense
 from hbbench.metrics.ranking import ranking_ndcg
 
-ATTACKS = {  # name -> (preset, params); eps_step = eps/4 (preset default), Linf, one seeded random start
-    "pgd2": ("pgd", dict(eps=2 / 255, max_iter=10)),
+ATTACKS = {  # name -> (preset, params); eps_step = eps/4 (preset default), Linf, one seeded random start;
+    # oblivious, so PGD runs every step (TRANSFER)
+    "pgd2": ("pgd", dict(eps=2 / 255, max_iter=10, **TRANSFER)),
     "fgsm2": ("fgsm", dict(eps=2 / 255)),
-    "pgd4": ("pgd", dict(eps=4 / 255, max_iter=10)),
+    "pgd4": ("pgd", dict(eps=4 / 255, max_iter=10, **TRANSFER)),
 }
 BASELINES = [("none", {}), ("jpeg", dict(quality=75)), ("median", dict(window_size=3)), ("blur", dict(sigma=2.0)),
              ("blur", dict(sigma=1.5)), ("blur", dict(sigma=1.0))]
@@ -123,8 +124,7 @@ def main(argv=None):
         def run(preset=preset, params=params):
             np.random.seed(0)
             torch.manual_seed(0)
-            return make_attack(preset, clf, **params, **(TRANSFER if preset == "pgd" else {})).generate(
-                x, y=y).astype(np.float32)
+            return make_attack(preset, clf, **params).generate(x, y=y).astype(np.float32)
         adv[name] = cached(cache / f"{name}_{key}.npy", run)
         log(f"  {name} ready")
     if args.attacks_only:
