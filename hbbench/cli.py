@@ -9,7 +9,8 @@ import click
 from click.core import ParameterSource
 
 from hbbench.errors import HBBenchError
-from hbbench.executors import EXECUTORS
+from hbbench.labels import param_label
+from hbbench.threats import THREAT_MODELS
 from hbbench.progress import run_with_progress
 
 EXIT_USAGE = 2
@@ -102,8 +103,8 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
 @click.option("--weights", default=None, help="Model weights: a local state dict, or DEFAULT for torchvision's.")
 @click.option("--download", is_flag=True, help="Allow downloading weights or data (never done otherwise).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a full-model checkpoint (can run code).")
-@click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True,
-              help="local: this machine (--workers processes); ray: Ray tasks (--address).")
+@click.option("--executor", default="local", show_default=True,
+              help="local: this machine (--workers processes); ray: Ray tasks (--address); hbbench list executors.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (local) or CPUs "
               "for a local Ray instance.")
 @click.option("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: start a "
@@ -154,7 +155,7 @@ def _with_sigterm(fn, *args):
               help="none, default, full, or check names (hbbench list checks).")
 @click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
-@click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True)
+@click.option("--executor", default="local", show_default=True, help="local or ray (hbbench list executors).")
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray).")
 def check(run_dir, checks, check_samples, executor, workers, address):
@@ -179,19 +180,14 @@ def check(run_dir, checks, check_samples, executor, workers, address):
 def list_cmd(kind, plugin):
     """List registered models, datasets, attacks, defenses, threat models, executors or checks (and what
     installed and --plugin plugins add: their source is shown)."""
-    from hbbench.labels import param_label
-    from hbbench.registry import registry_of
-
-    if plugin or kind in ("models", "datasets", "attacks", "defenses"):
-        from hbbench.plugins import load_refs
-
-        load_refs(plugin)
-    if kind == "threat-models":
-        from hbbench.defenses.threat import THREAT_MODELS
-
+    if kind == "threat-models":  # the table alone: no torch to import
         for t in THREAT_MODELS.values():
             click.echo(f"{t.name:20s} {t.description}")
         return
+    from hbbench.catalogue import registry_of  # lazy: it imports torch and ART; --help and errors stay fast
+    from hbbench.plugins import load_refs
+
+    load_refs(plugin)
     entries = registry_of(kind).entries()
     width = max([20] + [len(e.display_name) + 1 for e in entries])
     for entry in entries:
@@ -273,7 +269,8 @@ def verify(ctx, run_dir):
     files. Exit 0 when all is ok, 1 when anything is not, 2 when RUN_DIR is not a run directory."""
     from collections import Counter
 
-    from hbbench.integrity import DAMAGED, FOREIGN, MISSING, OK, verify_run
+    from hbbench.integrity import DAMAGED, FOREIGN, MISSING, OK
+    from hbbench.verification import verify_run
 
     spec_id, findings = verify_run(run_dir)
     click.echo(f"{run_dir}: spec {spec_id or 'unknown'}")

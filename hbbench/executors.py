@@ -12,13 +12,16 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from hbbench.errors import HBBenchError
-from hbbench.registry import Registry
+import torch
 
-if TYPE_CHECKING:  # the runner imports torch; the CLI reads this registry's names without it
+from hbbench.errors import HBBenchError
+from hbbench.plugins import load
+from hbbench.registry import Registry
+from hbbench.runner import ShardResult, Unit, run_unit
+
+if TYPE_CHECKING:
     from hbbench.grid import Grid
     from hbbench.options import SweepOptions
-    from hbbench.runner import ShardResult, Unit
 
 # An executor is called as executor(units, grid, options, on_event): the grid gives the batch size,
 # the device and the plugins a worker loads; hbbench.options.SweepOptions how many workers and where.
@@ -37,17 +40,11 @@ def _threads_per_worker(workers: int, threads: int | None = None) -> int:
 
 def _init_worker(threads: int, plugins=()) -> None:
     """A fresh worker: its torch threads, and the run's plugins in its registries."""
-    import torch
-
-    from hbbench.plugins import load
-
     torch.set_num_threads(threads)
     load(list(plugins))
 
 
 def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int) -> list[ShardResult]:
-    from hbbench.runner import run_unit
-
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)
 
 
@@ -56,10 +53,6 @@ def run_local(units: list[Unit], grid: Grid, options: SweepOptions, on_event) ->
     batch_size, device, loader_workers = grid.spec.batch_size, grid.spec.device, options.loader_workers
     workers, threads = options.workers, options.threads
     if workers == 1 or len(units) <= 1:
-        import torch
-
-        from hbbench.runner import run_unit
-
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
@@ -115,7 +108,5 @@ def run_ray(units: list[Unit], grid: Grid, options: SweepOptions, on_event) -> R
 
 def _run_in_ray(unit: Unit, batch_size: int, device: str, loader_workers: int, threads: int,
                 plugins=()) -> list[ShardResult]:
-    from hbbench.runner import run_unit
-
     _init_worker(max(1, threads), plugins)
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)

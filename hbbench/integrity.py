@@ -5,7 +5,7 @@ Each finished cell records what it takes to verify it (hbbench.rundir.seal): its
 ``integrity`` block (the run's spec id, the row count and SHA-256 of its Parquet, the SHA-256 of the
 summary row itself); its Parquet names its cell and spec id in the schema's key-value metadata.
 ``inspect_cell`` finds a cell ok, damaged, missing or foreign (another run's). ``hbbench verify``
-prints ``verify_run``'s findings; a resume sets ``to_set_aside``'s files aside (hbbench.store) and
+prints hbbench.verification's findings; a resume sets the files it names aside (hbbench.store) and
 recomputes those cells; the report leaves ``damaged_cells`` out and names them."""
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from hbbench.errors import HBBenchError
 from hbbench.labels import eps_label
 from hbbench.rundir import MANIFEST, PARQUET_KEY, RunDir, file_sha256, load_json, summary_sha256
 
@@ -155,66 +154,6 @@ def cells_spec_ids(root: Path) -> Counter:
         if isinstance(record, dict) and record.get("spec_id"):
             ids[record["spec_id"]] += 1
     return ids
-
-
-def to_set_aside(run: RunDir, grid) -> list[Finding]:
-    """Before a resume of ``grid`` in ``run``: the damaged and foreign files, whose cells then count
-    as unfinished. A run whose intact manifest holds another spec: none (the sweep refuses it, naming
-    the difference). Without a readable manifest, cells that record another spec (and none of this
-    grid's) mean another command made the run: refused rather than set aside."""
-    root = run.root
-    manifest = load_json(run.manifest_path)[0] if run.manifest_path.is_file() else None
-    if manifest is not None and manifest.get("spec") != grid.spec_dict():
-        return []
-    finding = manifest_finding(run)
-    if manifest is None:
-        recorded = cells_spec_ids(root)
-        if recorded and grid.id not in recorded:
-            raise HBBenchError(f"{run.manifest_path}: {finding.reason}, and the cells in {root} were made by another "
-                               f"spec ({', '.join(recorded)}; this command's is {grid.id}): run the command that "
-                               f"made this run (same options, --run {root.name}), or use another --run name")
-    findings = [finding] if finding.status == DAMAGED else []
-    return findings + [f for f in inspect_cells(root, grid.id, *expected_cells(grid)) if f.status in (DAMAGED, FOREIGN)]
-
-
-def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
-    """(the run's spec id, a finding for the manifest and each cell or stray file). Expected cells
-    come from the manifest's spec (its plugins loaded first); without a readable one, from the cell
-    files present, checked against the spec id most of them record."""
-    from hbbench.grid import resolve_manifest
-
-    run = RunDir.open(run_dir)
-    root = run.root
-    finding = manifest_finding(run)
-    spec_id = cell_ids = None
-    optional = ()
-    if finding.status == OK:
-        manifest = load_json(run.manifest_path)[0]
-        try:
-            grid = resolve_manifest(manifest, str(run.manifest_path))
-        except (KeyError, TypeError, ValueError, HBBenchError) as exc:
-            finding = Finding(DAMAGED, MANIFEST, f"its spec cannot be read ({exc})")
-        else:
-            spec_id, (cell_ids, optional) = grid.id, expected_cells(grid)
-            if manifest.get("spec_id") != spec_id:
-                finding = Finding(DAMAGED, MANIFEST, f"its spec_id {manifest.get('spec_id')} is not its spec's "
-                                                     f"({spec_id}): edited?")
-    if cell_ids is None:
-        recorded = cells_spec_ids(root).most_common(1)
-        spec_id = recorded[0][0] if recorded else None
-        cell_ids = sorted({m.group(1) for p in (root / "cells").iterdir()
-                           if (m := CELL_FILE.match(p.name)) and m.group(2) != "shards"}) \
-            if (root / "cells").is_dir() else []
-        finding = Finding(finding.status, MANIFEST, f"{finding.reason}; its cells record spec {spec_id}: run the "
-                          f"`hbbench sweep` command that made this run with --run {root.name} to write it anew")
-    return spec_id, [finding] + inspect_cells(root, spec_id, cell_ids, optional)
-
-
-def expected_cells(grid) -> tuple[list[str], list[str]]:
-    """(the grid's cell ids, the ids of cells the costly checks may have added)."""
-    from hbbench.checks.auxiliary import run_cells  # attack metadata: not needed by the report's import
-
-    return [c.id for c in grid.cells], [c.id for c in run_cells(list(grid.cells))[len(grid.cells):]]
 
 
 def damaged_cells(root: Path, spec_id: str | None, summary) -> dict[str, tuple[str, Finding]]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hbbench.errors import HBBenchError
+from hbbench.parsing import parse_item
 from hbbench.registry import Registry
 
 MODELS = Registry("model")
@@ -223,8 +224,6 @@ def load_model(name: str = "efficientnet_lite0", **params) -> LoadedModel:
     ``timm:resnet50``, ``checkpoint:PATH``), with parameters as keywords or in brackets as on the
     command line (``timm:resnet18[weights=random]``); returns a ``LoadedModel`` in eval mode."""
     if name.rstrip().endswith("]"):  # only then: a bare checkpoint path may hold any character
-        from hbbench.spec import parse_item
-
         name, own = parse_item(name)
         params = {**own, **params}
     return MODELS.create(name, **params)

@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from hbbench.defenses.threat import get_threat_model
+from hbbench.threats import get_threat_model
 
 # Okabe & Ito (2008), colour-blind safe. Black is kept for the undefended baseline; yellow comes last
 # because it is faint on white.

@@ -93,8 +93,9 @@ def _sha(text: str) -> str:
 
 def load(plugins: list[Plugin]) -> None:
     """Import ``plugins`` into this process's registries, once per content: a plugin already imported
-    is skipped; one whose content changed has its old registrations removed first."""
-    _import_builtins()
+    is skipped; one whose content changed has its old registrations removed first. The caller has
+    imported hbbench's own registries (hbbench.grid and the runner do), so a plugin reusing one of
+    their names is refused, not shadowing."""
     for plugin in plugins:
         if _LOADED.get(plugin.ref) == plugin.sha256:
             continue
@@ -120,14 +121,6 @@ def load_refs(refs) -> list[Plugin]:
     plugins = resolve(refs)
     load(plugins)
     return plugins
-
-
-def _import_builtins() -> None:
-    """hbbench's own entries first, so a plugin reusing one of their names is refused, not shadowing."""
-    import hbbench.attacks  # noqa: F401
-    import hbbench.datasets  # noqa: F401
-    import hbbench.defenses  # noqa: F401
-    import hbbench.models  # noqa: F401
 
 
 def _import(plugin: Plugin) -> None:

@@ -3,13 +3,13 @@ attack and defense of the grid can be built, so a bad file, weight, shape or par
 refused with one line before any work starts, not inside a worker."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from hbbench.datasets import Dataset, load_dataset
+from hbbench.attacks import make_attack
+from hbbench.classifier import make_classifier
+from hbbench.datasets import load_dataset
+from hbbench.defenses import make_defense
 from hbbench.errors import HBBenchError
-
-if TYPE_CHECKING:
-    from hbbench.spec import Cell
+from hbbench.execution import get_context, validate_compatible
+from hbbench.models import load_model
 
 
 def preflight(spec, cells, in_process: bool) -> int:
@@ -17,10 +17,6 @@ def preflight(spec, cells, in_process: bool) -> int:
     they fit, before the run is marked as started: a bad file, weight or shape fails here with one
     message, not inside a worker. The in-process executor keeps what was loaded (no second model
     load); other executors load their own. Returns the number of samples."""
-    from hbbench.classifier import make_classifier
-    from hbbench.models import load_model
-    from hbbench.runner import get_context
-
     data = load_dataset(spec.dataset, n=spec.n, seed=spec.seed, **spec.dataset_params)
     by_model: dict[tuple, list] = {}
     for c in cells:
@@ -40,9 +36,6 @@ def preflight(spec, cells, in_process: bool) -> int:
 def _validate_constructible(cells, classifier) -> None:
     """Build every attack and defense of the grid once (cheap: nothing runs), so a parameter value
     ART or a preset refuses (pgd[max_iter=-1], jpeg[quality=200]) is named before any work starts."""
-    from hbbench.attacks import make_attack
-    from hbbench.defenses import make_defense
-
     built = set()
     for c in cells:
         attack_params = {**dict(c.attack_params), **({"eps": c.eps} if c.eps is not None else {})}
@@ -57,17 +50,3 @@ def _validate_constructible(cells, classifier) -> None:
             except (HBBenchError, ValueError, TypeError) as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise HBBenchError(f"{kind} '{label}': {message}") from None
-
-
-def validate_compatible(cell: Cell, model, data: Dataset) -> None:
-    """A model and a dataset fit: the same class set where both declare one, enough outputs, the input shape."""
-    if data.classes and model.classes and data.classes != model.classes:  # both declared (docs/evaluation.md)
-        raise HBBenchError(f"dataset {cell.dataset} is labelled with the {data.classes} classes but model "
-                           f"{cell.model_label or cell.model} outputs the {model.classes} classes: the same index "
-                           "names another class; use a model of the dataset's classes")
-    if data.num_classes > model.num_classes:
-        raise HBBenchError(f"dataset {cell.dataset} has {data.num_classes} classes but model {cell.model} "
-                           f"outputs {model.num_classes}")
-    if tuple(data.sample_shape) != tuple(model.input_size):
-        raise HBBenchError(f"dataset {cell.dataset} has images of shape {data.sample_shape} but model "
-                           f"{cell.model} expects {model.input_size}")

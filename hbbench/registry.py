@@ -117,24 +117,3 @@ class Registry:
         if arg is not None:
             args = (*args, arg)
         return entry.factory(*args, **params)
-
-
-def registry_of(kind: str) -> Registry:
-    """The registry of a kind as `hbbench list` names it (imported on demand: most pull in torch)."""
-    if kind == "models":
-        from hbbench.models import MODELS as reg
-    elif kind == "datasets":
-        from hbbench.datasets import DATASETS as reg
-    elif kind == "attacks":
-        from hbbench.attacks import ATTACKS as reg
-    elif kind == "defenses":
-        from hbbench.defenses import DEFENSES as reg
-    elif kind == "executors":
-        from hbbench.executors import EXECUTORS as reg
-    elif kind == "checks":
-        from hbbench.checks import CHECKS as reg, import_checks
-
-        import_checks()
-    else:
-        raise HBBenchError(f"no registry of {kind}")
-    return reg

@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from hbbench.errors import HBBenchError
-from hbbench.parsing import parse_budget, parse_budgets, parse_item, parse_value, split_items  # noqa: F401
-from hbbench.registry import refuse_unknown_params
+from hbbench.parsing import parse_budgets, parse_item, split_items
+from hbbench.plugins import normalize
+from hbbench.threats import crafts_against_defense, get_threat_model
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "cw")
 DEFAULT_DEFENSES = ("heatblur", "jpeg")
@@ -56,9 +57,7 @@ class Cell:
     @property
     def crafts_against_defense(self) -> bool:
         """Whether the adversarial examples are crafted against the defended model
-        (hbbench.defenses.threat.crafts_against_defense)."""
-        from hbbench.defenses.threat import crafts_against_defense
-
+        (hbbench.threats.crafts_against_defense)."""
         return crafts_against_defense(self.defense, self.threat_model)
 
     @property
@@ -129,13 +128,9 @@ class SweepSpec:
         return spec
 
     def validate(self, source: str = "spec") -> None:
-        from hbbench.defenses.threat import get_threat_model
-
         self.attacks = split_items(self.attacks)
         self.defenses = split_items(self.defenses)
         self.models = split_items(self.models)
-        from hbbench.plugins import normalize
-
         self.plugins = [normalize(p) for p in split_items(self.plugins)]
         self.threat_models = split_items(self.threat_models)
         self.eps = list(parse_budgets(self.eps))
@@ -173,49 +168,6 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def cells(self) -> list[Cell]:
-        """The grid, checked against the registries; `none` is always included as the baseline. The
-        commands expand a spec through hbbench.grid.resolve, which loads its plugins first."""
-        from hbbench.attacks import ATTACKS, attack_norm, has_budget
-        from hbbench.datasets import DATASETS
-        from hbbench.defenses import DEFENSES
-        from hbbench.models import MODELS
-
-        models = [self._model(label, MODELS) for label in self.models]
-        accepted = DATASETS.resolve(self.dataset)[0].params
-        _validate_params("dataset", self.dataset, self.dataset_params,
-                      {k: v for k, v in accepted.items() if k not in ("n", "seed")})  # those are --n and --seed
-        # Which images --n draws is part of a cell: a run made before stratified sampling (first N)
-        # must not be resumed with stratified draws, so the default is written into the cell.
-        data_params = {**({"sample": accepted["sample"]} if "sample" in accepted else {}), **self.dataset_params}
-        defenses = ["none"] + [d for d in self.defenses if d != "none"]
-        cells = []
-        for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in self.attacks):
-            a_name, a_params = parse_item(a_label)
-            entry, _ = ATTACKS.resolve(a_name)
-            _validate_params("attack", a_label, a_params, entry.params)
-            budgets = self.eps if has_budget(a_name) and "eps" not in a_params else [a_params.get("eps")]
-            if attack_norm(a_name, a_params) == "inf":
-                _refuse_linf_beyond_pixels(a_label, budgets)
-            for eps in budgets:
-                for d_label in defenses:
-                    d_name, d_params = parse_item(d_label)
-                    _validate_params("defense", d_label, d_params, DEFENSES.resolve(d_name)[0].params)
-                    for threat in self.threat_models:
-                        cells.append(Cell(m_name, self.dataset, self.n, self.seed, a_label, a_name,
-                                          _freeze(a_params), eps, d_label, d_name, _freeze(d_params), threat,
-                                          _freeze(m_params), _freeze(data_params), m_label))
-        return cells
-
-    def _model(self, label: str, registry) -> tuple[str, str, dict]:
-        """(label, registry name, parameters) of one model of the grid: its own NAME[key=value] params
-        over ``model_params`` (the command line's --weights, --download, ...) where the model takes them."""
-        name, own = parse_item(label)
-        entry, _ = registry.resolve(name)
-        _validate_params("model", label, own, entry.params)
-        shared = {k: v for k, v in self.model_params.items() if k in entry.params}
-        return label, name, {**shared, **own}
-
 
 def with_current_keys(raw: dict) -> dict:
     """A spec mapping with today's key names: ``model`` of one-model specs written before model grids
@@ -225,36 +177,3 @@ def with_current_keys(raw: dict) -> dict:
     raw = dict(raw)
     raw.setdefault("models", raw.pop("model"))
     return raw
-
-
-def _validate_params(kind, label, given: dict, accepted: dict) -> None:
-    refuse_unknown_params(kind, label, given, accepted)
-    for key, value in given.items():  # a value of the wrong type fails here, not deep inside ART
-        default = accepted[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-                and abs(value) != float("inf")
-        else:
-            ok = True
-        if not ok:
-            want = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
-            raise HBBenchError(f"{kind} '{label}': {key} must be {want}, got {value!r}")
-        if key == "eps" and value is not None:
-            parse_budget(value)
-
-
-def _refuse_linf_beyond_pixels(label: str, budgets) -> None:
-    """Pixels lie in [0, 1]: an L-inf budget above 1 is a whole-range attack, almost always a budget
-    typed in 0-255 units. L2 budgets above 1 are ordinary and stay valid."""
-    for eps in budgets:
-        if eps is not None and eps > 1:
-            raise HBBenchError(f"attack '{label}': an L-inf budget of {eps:g} exceeds the pixel range [0, 1]; "
-                               f"did you mean {eps:g}/255?")
-
-
-def _freeze(params: dict) -> tuple:
-    return tuple(sorted(params.items()))

@@ -4,6 +4,7 @@ import pytest
 
 from hbbench.aggregate import COLUMNS, EXTRA, latex, markdown, summary_table
 from hbbench.runner import describe
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 
 
@@ -15,8 +16,8 @@ def _summary(cell, top1):
 
 @pytest.fixture
 def cells():
-    return SweepSpec.from_dict(dict(attacks=["fgsm", "cw"], defenses=["jpeg[quality=50]"],
-                                    threat_models=["oblivious", "bpda"], eps="2/255,4/255")).cells()
+    return expand(SweepSpec.from_dict(dict(attacks=["fgsm", "cw"], defenses=["jpeg[quality=50]"],
+                                    threat_models=["oblivious", "bpda"], eps="2/255,4/255")))
 
 
 def test_rows_follow_the_grid_and_drop_cells_of_other_grids(cells):

@@ -46,9 +46,10 @@ def test_declared_norm_and_budget_match_the_art_attack(name, classifier):
 
 def test_cw_linf_rows_say_norm_inf():
     from hbbench.runner import describe
+    from hbbench.grid import expand
     from hbbench.spec import SweepSpec
 
-    cells = SweepSpec(attacks=["cw_linf", "pgd[norm=2]", "cw"], defenses=["none"], threat_models=["oblivious"]).cells()
+    cells = expand(SweepSpec(attacks=["cw_linf", "pgd[norm=2]", "cw"], defenses=["none"], threat_models=["oblivious"]))
     assert [describe(c)["norm"] for c in cells] == ["inf", "2", "2"]
 
 

@@ -7,13 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hbbench.checks import auxiliary, resolve_checks
+from hbbench.checks import auxiliary
+from hbbench.checks.run import resolve_checks
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.run import check_table
 from hbbench.checks.table import failed
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.checks.worst_case import rows as worst_case_rows
 from hbbench.errors import HBBenchError
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 
 N = 20
@@ -24,7 +26,7 @@ def evidence(attacks, threats=("oblivious", "bpda"), eps="4/255", outcomes=None,
     images the attack fools on the defended model (default: none); probes default to clean ones."""
     spec = SweepSpec.from_dict(dict(attacks=list(attacks), defenses=["jpeg"], threat_models=list(threats), eps=eps,
                                     n=N))
-    cells = spec.cells()
+    cells = expand(spec)
     added = auxiliary.plan(cells, checks)
     outcomes = outcomes or {}
     summaries, records = {}, {}
@@ -163,8 +165,8 @@ def test_checks_table_records_each_checks_cost_from_the_registry():
 def test_remedies_follow_where_the_masking_is():
     from hbbench.checks import remedies
 
-    cells = SweepSpec.from_dict(dict(attacks=["fgsm", "pgd", "bim"], defenses=["jpeg"],
-                                     threat_models=["adaptive", "bpda"], n=N)).cells()
+    cells = expand(SweepSpec.from_dict(dict(attacks=["fgsm", "pgd", "bim"], defenses=["jpeg"],
+                                     threat_models=["adaptive", "bpda"], n=N)))
 
     def planned(kinds, defense, threat, round_=1, previous=()):
         setting = remedies._attacks([c for c in cells if c.defense == defense and c.threat_model == threat])
@@ -197,7 +199,7 @@ def test_decisive_attack_and_verdict_forms():
     assert decisive({"a": np.array([t, t, f]), "b": np.array([t, f, f])}) == "a"
     assert decisive({"a": np.array([t, f]), "b": np.array([t, f])}) == "—"
     assert verdict(None, 0.5, 0.5, "a", True) == "holds"
-    cells = SweepSpec.from_dict(dict(attacks=["pgd"], defenses=["jpeg"], threat_models=["bpda"], n=N)).cells()
+    cells = expand(SweepSpec.from_dict(dict(attacks=["pgd"], defenses=["jpeg"], threat_models=["bpda"], n=N)))
     assert verdict(Outcome(["zero_gradient"], cells, True, []), 0.81, 0.06, "apgd_dlr (bpda)", True) == \
         "repaired: 0.81 → 0.06 by apgd_dlr (bpda) (zero_gradient failed)"
     assert verdict(Outcome(["unbounded"], cells[:1], False, []), 0.8, 0.8, "—", True) == \

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hbbench.datasets import imagenet_synsets, load_dataset, load_first
+from hbbench.datasets import load_dataset, load_first
+from hbbench.datasets.folders import imagenet_synsets
 from hbbench.errors import HBBenchError
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 from tests.test_bad_inputs import cli_runner
 
@@ -211,6 +213,6 @@ def test_first_and_all(folder12):
 def test_dataset_parameters_on_the_command_line(folder12):
     spec = SweepSpec.from_dict({"dataset": f"{folder12}[sample=first]", "attacks": ["fgsm"]})
     assert spec.dataset == folder12 and spec.dataset_params == {"sample": "first"}
-    assert {c.dataset_params for c in spec.cells()} == {(("sample", "first"),)}
+    assert {c.dataset_params for c in expand(spec)} == {(("sample", "first"),)}
     with pytest.raises(HBBenchError, match="has no parameter bogus; it takes: sample, size"):
-        SweepSpec.from_dict({"dataset": f"{folder12}[bogus=1]"}).cells()
+        expand(SweepSpec.from_dict({"dataset": f"{folder12}[bogus=1]"}))

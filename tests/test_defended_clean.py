@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hbbench import runner
+from hbbench import execution
 from hbbench.api import sweep
 
 pytestmark = pytest.mark.slow
@@ -22,19 +22,19 @@ def _records(run_dir, table):
 
 def test_computed_once_and_identical_to_computing_it_per_cell(tmp_path, monkeypatch):
     calls = []
-    real = runner.Context.defended_clean
+    real = execution.Context.defended_clean
 
-    def counting(self, cell, unit, compute):
-        return real(self, cell, unit, lambda: calls.append(cell.defense) or compute())
+    def counting(self, cell, start, stop, cache_dir, compute):
+        return real(self, cell, start, stop, cache_dir, lambda: calls.append(cell.defense) or compute())
 
-    monkeypatch.setattr(runner.Context, "defended_clean", counting)
-    runner._CONTEXTS.clear()
+    monkeypatch.setattr(execution.Context, "defended_clean", counting)
+    execution._CONTEXTS.clear()
     cached = sweep(SPEC, out=tmp_path, run="cached", checks="none")
     assert calls == ["jpeg"]  # 8 jpeg cells, one computation; noise is random: fresh draws per cell
     assert len(list((tmp_path / "cached" / "defended_clean").glob("*.npy"))) == 1
 
-    monkeypatch.setattr(runner.Context, "defended_clean", lambda self, cell, unit, compute: compute())
-    runner._CONTEXTS.clear()
+    monkeypatch.setattr(execution.Context, "defended_clean", lambda self, cell, start, stop, cache_dir, compute: compute())
+    execution._CONTEXTS.clear()
     fresh = sweep(SPEC, out=tmp_path, run="fresh", checks="none")
     cols = [c for c in cached.columns if not c.endswith("_seconds") and c != "seconds_per_image"]
     pd.testing.assert_frame_equal(cached[cols], fresh[cols])
@@ -44,7 +44,7 @@ def test_computed_once_and_identical_to_computing_it_per_cell(tmp_path, monkeypa
 
 
 def test_another_process_reads_it_from_the_run_directory(tmp_path):
-    runner._CONTEXTS.clear()
+    execution._CONTEXTS.clear()
     sweep(dict(SPEC, attacks=["fgsm"]), out=tmp_path, run="r", checks="none")
     (npy,) = (tmp_path / "r" / "defended_clean").glob("*.npy")
     planted = np.load(npy)
@@ -53,7 +53,7 @@ def test_another_process_reads_it_from_the_run_directory(tmp_path):
     np.save(npy, planted)
     for p in (tmp_path / "r" / "cells").iterdir():  # resume with every cell to compute again
         p.unlink()
-    runner._CONTEXTS.clear()  # a fresh worker: nothing in memory
+    execution._CONTEXTS.clear()  # a fresh worker: nothing in memory
     table = sweep(dict(SPEC, attacks=["fgsm"]), out=tmp_path, run="r", checks="none")
     jpeg = table[(table.defense == "jpeg") & (table.attack != "worst_case")]
     assert (jpeg.defended_clean_top1 == 0).all()  # read from the run directory, not recomputed

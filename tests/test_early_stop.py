@@ -14,7 +14,8 @@ from hbbench.metrics import true_rank
 from hbbench.defenses import attacker_preprocessors, make_defense
 from hbbench.passes import count_passes
 from hbbench.attacks.early_stop import keeps_best_iterate
-from hbbench.runner import apply_defense
+from hbbench.execution import apply_defense
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 
 
@@ -82,7 +83,7 @@ def test_early_stop_saves_passes(classifier, data4):
 
 
 def _cells(**spec):
-    return SweepSpec(attacks=["pgd"], **spec).cells()
+    return expand(SweepSpec(attacks=["pgd"], **spec))
 
 
 def _group(cells, cell):
@@ -100,7 +101,7 @@ def test_early_stop_is_planned_off_for_oblivious_runs():
 
 
 def test_the_sweep_keeps_the_best_iterate_and_stops_early_only_when_asked(monkeypatch):
-    from hbbench import runner
+    from hbbench import execution
 
     given = {}
 
@@ -111,13 +112,13 @@ def test_the_sweep_keeps_the_best_iterate_and_stops_early_only_when_asked(monkey
         def generate(self, x, y=None):
             return x
 
-    monkeypatch.setattr(runner, "make_attack", Recorder)
+    monkeypatch.setattr(execution, "make_attack", Recorder)
     ds = load_dataset("imagenet-samples", n=2)
     for attack in ("pgd", "pgd[early_stop=true]"):
         for defense in ("noise", "jpeg"):  # a random defense: neither
-            (cell,) = [c for c in SweepSpec(attacks=[attack], defenses=[defense], threat_models=["bpda"], n=2).cells()
+            (cell,) = [c for c in expand(SweepSpec(attacks=[attack], defenses=[defense], threat_models=["bpda"], n=2))
                        if c.defense_name == defense]
-            runner.craft(cell, runner.get_context(cell, 2, "cpu"), ds.x, ds.y, 0, best_iterate=True)
+            execution.craft(cell, execution.get_context(cell, 2, "cpu"), ds.x, ds.y, 0, best_iterate=True)
             assert given["pgd"]["best_iterate"] is (defense == "jpeg")
             assert given["pgd"]["early_stop"] is (defense == "jpeg" and attack != "pgd")
 
@@ -140,7 +141,7 @@ def test_silent_success_check_counts_what_the_returned_example_lost():
 def test_the_checks_that_read_top1_alone_plan_their_pgd_to_stop_early():
     from hbbench.checks import auxiliary
 
-    cells = SweepSpec(attacks=["pgd", "fgsm"], defenses=["jpeg"], threat_models=["bpda"]).cells()
+    cells = expand(SweepSpec(attacks=["pgd", "fgsm"], defenses=["jpeg"], threat_models=["bpda"]))
     planned = auxiliary.plan(cells, ("unbounded", "not_converged", "blackbox_beats_whitebox"))
     for check in ("unbounded", "not_converged"):
         assert planned[check] and all(dict(c.attack_params)["early_stop"] is True for c, _ in planned[check])

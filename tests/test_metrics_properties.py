@@ -13,7 +13,8 @@ from hypothesis.extra.numpy import arrays
 
 from hbbench.errors import HBBenchError
 from hbbench.metrics import ranking_ndcg, reciprocal_rank, topk_correct, true_rank
-from hbbench.spec import parse_budget
+from hbbench.grid import expand
+from hbbench.parsing import parse_budget
 
 settings.register_profile("hbbench", max_examples=150, deadline=None)
 settings.load_profile("hbbench")
@@ -144,4 +145,4 @@ def test_cell_ids_ignore_the_order_parameters_are_written_in(pairs):
     written, canonical = SweepSpec(attacks=[label], defenses=["jpeg"]), SweepSpec(
         attacks=["pgd[eps_step=1/255,max_iter=3,norm=inf,num_random_init=2]"], defenses=["jpeg"])
     written.validate(), canonical.validate()
-    assert [c.id for c in written.cells()] == [c.id for c in canonical.cells()]
+    assert [c.id for c in expand(written)] == [c.id for c in expand(canonical)]

@@ -5,6 +5,7 @@ import pytest
 
 from hbbench.api import sweep
 from hbbench.runner import plan_units
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 
 
@@ -60,7 +61,7 @@ def test_checks_name_their_model(runs):
 
 
 def test_units_run_one_model_after_the_other(second_model):
-    cells = grid(["efficientnet_lite0", second_model], shard_size=1).cells()
+    cells = expand(grid(["efficientnet_lite0", second_model], shard_size=1))
     units = plan_units(cells, 3, 1, lambda c, k: False)
     models = [u.cells[0].model_key for u in units]
     switches = sum(a != b for a, b in zip(models, models[1:]))

@@ -54,7 +54,8 @@ def test_the_manifest_records_the_plugin_and_its_hash(local):
 
 
 def test_verify_reads_a_plugin_runs_grid(local):
-    from hbbench.integrity import OK, verify_run
+    from hbbench.integrity import OK
+    from hbbench.verification import verify_run
 
     _, run_dir = local
     _, findings = verify_run(run_dir)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from hbbench.api import sweep
-from hbbench.checks import auxiliary, remedies, resolve_checks
+from hbbench.checks import auxiliary, remedies
+from hbbench.checks.run import resolve_checks
 from hbbench.models import MODELS, load_model
+from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 from tests.test_checks import planted_defense  # noqa: F401  (the rounding defense fixture)
 
@@ -94,7 +96,7 @@ def test_honest_settings_run_no_remedy(tmp_path):
     spec = dict(GRID, defenses=["jpeg"], threat_models=["bpda"])
     table = sweep(spec, out=tmp_path, run="r", checks="full", check_samples=2)
     assert set(table[table.attack == "worst_case"].verdict) == {"holds"}
-    cells = SweepSpec.from_dict(spec).cells()
+    cells = expand(SweepSpec.from_dict(spec))
     expected = {c.id for c in cells + auxiliary.added_cells(auxiliary.plan(cells, resolve_checks("full")))}
     stored = {p.stem for p in (tmp_path / "r" / "cells").glob("*.json")}
     assert stored == expected  # no remedy cell: every per-image outcome is the grid's

@@ -4,7 +4,9 @@ import sys
 import pytest
 
 from hbbench.errors import HBBenchError
-from hbbench.spec import SweepSpec, parse_budget, parse_budgets, parse_item
+from hbbench.grid import expand
+from hbbench.parsing import parse_budget, parse_budgets, parse_item
+from hbbench.spec import SweepSpec
 
 
 def test_budgets_accept_fractions_and_lists():
@@ -28,7 +30,7 @@ def test_items_take_parameters():
 def test_grid_includes_none_and_runs_unbudgeted_attacks_once():
     spec = SweepSpec(attacks=["fgsm", "cw"], defenses=["jpeg"], eps=["2/255", "4/255"])
     spec.validate()
-    cells = spec.cells()
+    cells = expand(spec)
     fgsm = [c for c in cells if c.attack == "fgsm"]
     cw = [c for c in cells if c.attack == "cw"]
     assert len(fgsm) == 2 * 2 * 2 and len(cw) == 2 * 2
@@ -42,7 +44,7 @@ def test_oblivious_cells_share_one_attack_run():
     spec.validate()
     from hbbench.runner import group_cells
 
-    groups = group_cells(spec.cells())
+    groups = group_cells(expand(spec))
     # undefended target (none x both threats + every defense oblivious), then one per defense under bpda
     assert sorted(len(g) for g in groups) == [1, 1, 4]
 
@@ -51,16 +53,16 @@ def test_unknown_defense_parameter_is_named():
     spec = SweepSpec(defenses=["jpeg[qualty=5]"])
     spec.validate()
     with pytest.raises(HBBenchError, match="qualty"):
-        spec.cells()
+        expand(spec)
 
 
 def test_cell_ids_are_stable_across_processes():
-    code = "from hbbench.spec import SweepSpec; s=SweepSpec(); s.validate(); print(s.cells()[3].id)"
+    code = "from hbbench.grid import expand; from hbbench.spec import SweepSpec; s=SweepSpec(); s.validate(); print(expand(s)[3].id)"
     ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
            for _ in range(2)}
     spec = SweepSpec()
     spec.validate()
-    assert ids == {spec.cells()[3].id + "\n"}
+    assert ids == {expand(spec)[3].id + "\n"}
 
 
 def test_yaml_spec_rejects_unknown_keys_and_wrong_types(tmp_path):

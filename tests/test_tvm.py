@@ -12,7 +12,7 @@ from hbbench.classifier import with_defenses
 from hbbench.defenses import DEFENSES, StraightThrough, attacker_preprocessors, make_defense
 from hbbench.defenses.tvm import TotalVarMinART, TotalVarMinPyTorch, draw_mask
 from hbbench.errors import HBBenchError
-from hbbench.runner import seed_everything
+from hbbench.execution import seed_everything
 
 
 def onehot(y):

@@ -79,12 +79,3 @@ def added_cells(plan_: dict) -> list[Cell]:
         for cell, _ in pairs:
             unique.setdefault(cell.id, cell)
     return list(unique.values())
-
-
-def run_cells(cells: list[Cell]) -> list[Cell]:
-    """Every cell a run directory may hold: the grid's, any the costly checks add, any remedy."""
-    from hbbench.checks import remedies, resolve_checks
-
-    added = added_cells(plan(cells, resolve_checks("full")))
-    ids = {c.id for c in cells + added}
-    return cells + added + [c for c in remedies.possible(cells) if c.id not in ids]

@@ -26,6 +26,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from hbbench.attacks import make_attack
+from hbbench.classifier import make_classifier, resolve_device, with_defenses
+from hbbench.defenses import attacker_preprocessors
+from hbbench.execution import Context, apply_defense, make_cell_defense, seed_everything
+from hbbench.threats import get_threat_model
+
 INNER = 31  # points inside the ball (the reference samples hundreds; 31 + clean + boundary is one batch)
 MIN_FOUND = 0.95  # the issue's bar, after the paper: a working attack finds the example on (nearly) every image
 _DONE: dict[tuple, tuple[int, int]] = {}
@@ -63,14 +69,9 @@ def last_linear(module: nn.Module, num_classes: int) -> nn.Linear | None:
     return heads[-1] if heads else None
 
 
-def found_share(cells, ctx, n_images: int) -> tuple[int, int]:
+def found_share(cells, ctx: Context, n_images: int) -> tuple[int, int]:
     """(images where an attack found the example, conclusive images) for one setting's cells (same
     defense, threat model and eps)."""
-    from hbbench.attacks import make_attack
-    from hbbench.classifier import make_classifier, resolve_device, with_defenses
-    from hbbench.defenses import attacker_preprocessors, get_threat_model
-    from hbbench.runner import apply_defense, make_cell_defense, seed_everything
-
     first = cells[0]
     # what the test computes: an attack that ignores the defense is the same computation under every
     # threat model (the undefended model's cells under oblivious and bpda), so it runs once

@@ -3,12 +3,13 @@ model (x eps where it applies). Thresholds and their reasons: docs/evaluation.md
 from __future__ import annotations
 
 from hbbench.attacks import ATTACKS
-from hbbench.checks import CHECKS
+from hbbench.checks import CHECKS, sanity  # noqa: F401  (model_sanity registers first: it comes before the rest)
+from hbbench.checks import binarization as B
 from hbbench.checks.auxiliary import is_iterative_gradient
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.defenses import DEFENSES
-from hbbench.defenses.threat import get_threat_model
+from hbbench.threats import get_threat_model
 from hbbench.labels import eps_label
 
 ZERO_GRADIENT_FAIL = 0.2  # more than this share of masked gradients: the attack had nothing to follow
@@ -238,9 +239,6 @@ def inner_optimisation(ev: Evidence) -> list[dict]:
                  "example that provably exists (a binary readout on the features) on >= 95% of the check images",
                  cost="costly", remedy=("gradient", "restarts"))
 def binarization(ev: Evidence) -> list[dict]:
-    from hbbench.checks import binarization as B
-    from hbbench.runner import get_context
-
     rows = []
     for (_, _, eps), cells in ev.groups("defense", "threat_model", "eps").items():
         gradient = [c for c in cells if ATTACKS.resolve(c.attack_name)[0].meta["gradient"]
@@ -251,7 +249,7 @@ def binarization(ev: Evidence) -> list[dict]:
         if not cells[0].scored_on_attacked_model:
             rows.append(_not_through_defense("binarization", cells[0], eps))
             continue
-        ctx = get_context(cells[0], 32, "auto")
+        ctx = ev.context(cells[0])
         if B.last_linear(ctx.classifier.model, ctx.classifier.nb_classes) is None:
             rows.append(row("binarization", cells[0], "not run", "the network has no last linear layer to replace"))
             continue

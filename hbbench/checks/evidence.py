@@ -3,10 +3,12 @@ per-image records (loaded once, on first use)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from hbbench.execution import Context
 from hbbench.spec import Cell
 
 
@@ -17,6 +19,9 @@ class Evidence:
     summaries: dict[str, dict]  # cell id -> stored summary
     load_records: object  # cell id -> per-image records (DataFrame) or None
     check_samples: int  # the costly checks' images: samples [0, check_samples) of the run
+    # cell -> the loaded model and data of its (model, data) pair, at the grid's batch size and device:
+    # what the checks that attack in process (binarization) run on; the caller (hbbench.api) hands it in
+    context: Callable[[Cell], Context] | None = None
     _records: dict = field(default_factory=dict)
 
     def records(self, cell: Cell) -> pd.DataFrame | None:

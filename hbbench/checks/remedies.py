@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hbbench.attacks import ATTACKS, attack_norm
-from hbbench.checks import CHECKS, import_checks
+from hbbench.checks import CHECKS, evaluate  # noqa: F401  (registers the checks whose remedies are planned here)
+from hbbench.checks import auxiliary, binarization
 from hbbench.checks.auxiliary import is_iterative_gradient, with_attack
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
-from hbbench.defenses.threat import get_threat_model
+from hbbench.threats import get_threat_model
 from hbbench.spec import Cell
 
 ROUNDS = 2  # a setting still failing after the second round stays unverified
@@ -134,7 +135,6 @@ def outcomes(ev: Evidence, table, remedies: bool = True) -> dict[tuple, Outcome]
     """(model label, defense, threat model) -> Outcome, for each setting with a failed check, from the
     checks table and what the run directory holds. ``todo`` names the remedy cells to run next; the
     caller runs them and asks again (at most two rounds). ``remedies=False``: none planned."""
-    import_checks()
     out = {}
     for one in ev.per_model():
         label = one.cells[0].model_label or one.cells[0].model
@@ -181,10 +181,7 @@ def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list
 
 def _binarization_passes(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
     """The binarization test again, with the remedies' gradient attacks (each threat model's alone)."""
-    from hbbench.checks import binarization
-    from hbbench.runner import get_context
-
-    ctx = get_context(cells[0], 32, "auto")
+    ctx = ev.context(cells[0])
     for eps in {c.eps for c in cells}:
         by_threat: dict[str, list[Cell]] = {}
         for c in _attacks([r for r in remedies if r.eps == eps]):
@@ -217,7 +214,6 @@ def _beaten(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
 def possible(cells: list[Cell]) -> list[Cell]:
     """Every remedy cell a run of ``cells`` could hold (every setting failing every check, both
     rounds): the cells resume and verification expect, beside the grid's."""
-    import_checks()
     kinds = list(KINDS)
     out: dict[str, Cell] = {}
     groups: dict[tuple, list[Cell]] = {}
@@ -244,3 +240,10 @@ def verdict(outcome: Outcome | None, before: float, after: float, by: str, full:
         return f"unverified (tried: nothing{hint}; {failed} failed)"
     tried = ", ".join(dict.fromkeys(f"{c.attack} ({c.threat_model})" for c in outcome.tried))
     return f"unverified (tried: {tried}; {failed} failed)"
+
+
+def run_cells(cells: list[Cell]) -> list[Cell]:
+    """Every cell a run directory may hold: the grid's, any the costly checks add, any remedy."""
+    added = auxiliary.added_cells(auxiliary.plan(cells, [e.name for e in CHECKS.entries()]))
+    ids = {c.id for c in cells + added}
+    return cells + added + [c for c in possible(cells) if c.id not in ids]

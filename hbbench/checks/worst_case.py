@@ -17,7 +17,7 @@ from hbbench.attacks import attack_norm
 from hbbench.checks import remedies
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.table import WORST_CASE
-from hbbench.defenses.threat import THREAT_MODELS, get_threat_model
+from hbbench.threats import THREAT_MODELS, get_threat_model
 from hbbench.passes import cost_of_attack_runs
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from hbbench.labels import eps_label
 from hbbench.checks.table import WORST_CASE, failed, model_unverified
-from hbbench.defenses.threat import threat_order
+from hbbench.threats import threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
 from hbbench.rundir import RunDir

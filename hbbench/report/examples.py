@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hbbench import plots as P
-from hbbench.defenses.threat import threat_order
+from hbbench.threats import threat_order
 from hbbench.report.data import Run, focus, pick, setting_label
 from hbbench.report.document import Doc
 from hbbench.spec import parse_item

@@ -3,7 +3,7 @@ true class lands in each ranking. Curves and points are summary.csv's values and
 from __future__ import annotations
 
 from hbbench import plots as P
-from hbbench.defenses.threat import crafts_against_defense
+from hbbench.threats import crafts_against_defense
 from hbbench.report.data import (Run, budget_rows, focus, largest_budget, pick,
                                  setting_label)
 from hbbench.report.document import Doc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from hbbench.defenses.threat import get_threat_model
+from hbbench.threats import get_threat_model
 from hbbench.report.checks import model_sanity_first
 from hbbench.report.data import Run
 from hbbench.report.document import Doc, esc, md_esc

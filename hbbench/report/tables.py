@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from hbbench.labels import eps_label
-from hbbench.defenses.threat import crafts_against_defense, get_threat_model
+from hbbench.threats import crafts_against_defense, get_threat_model
 from hbbench.metrics import bootstrap_ci
 from hbbench.report.data import Run, budget_rows, pick
 from hbbench.report.document import Doc, TableCell, ci, f3, number, signed

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hbbench.datasets import IMAGE_SUFFIXES, imagenet_synsets, synset_folders
+from hbbench.datasets.folders import IMAGE_SUFFIXES, imagenet_synsets, synset_folders
 from hbbench.errors import HBBenchError
 
 

@@ -5,17 +5,17 @@ the first N)."""
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
 
+from hbbench.datasets.folders import synset_folders
+from hbbench.datasets.imagenet import split_samples, val_wnids
 from hbbench.errors import HBBenchError
 from hbbench.registry import Registry
 
 DATASETS = Registry("dataset")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SAMPLING = ("stratified", "first")
 
 
@@ -98,14 +98,6 @@ def _validate_images(paths: list[Path]) -> None:
             raise HBBenchError(f"cannot read image {p}: {exc}") from None
 
 
-@lru_cache(maxsize=1)
-def imagenet_synsets() -> tuple[str, ...]:
-    """The 1000 ImageNet synsets in class-index order (timm's ImageNet info, no network)."""
-    from timm.data import ImageNetInfo
-
-    return tuple(ImageNetInfo().label_names())
-
-
 @DATASETS.register("imagenet-samples", "the 20 labelled ImageNet images bundled in the foolbox package")
 def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
     import importlib.util
@@ -146,18 +138,6 @@ def _subset(samples: list, n: int | None, seed: int, sample: str) -> list:
     return [samples[i] for i in sorted(picked)]
 
 
-def synset_folders(root: Path) -> list[tuple[Path, int]]:
-    """(image, class index) under root/<synset>/, in (synset, file name) order; the index is the
-    synset's position in timm's list, so a subset of the classes keeps true ImageNet indices."""
-    index = {s: i for i, s in enumerate(imagenet_synsets())}
-    samples = []
-    for sub in sorted(d for d in root.iterdir() if d.is_dir()):
-        if sub.name not in index:
-            raise HBBenchError(f"folder {sub} is not an ImageNet synset (expected names like n01440764)")
-        samples += [(p, index[sub.name]) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    return samples
-
-
 def _image_dataset(name: str, samples: list[tuple[Path, int]], ids: list[str], size: int) -> Dataset:
     paths = [p for p, _ in samples]
     _validate_images(paths)
@@ -188,8 +168,6 @@ def imagenet(root: str, split: str = "val", n: int | None = None, seed: int = 0,
         raise HBBenchError(f"imagenet: {base} not found")
     if split not in ("train", "val"):
         raise HBBenchError(f"imagenet: split must be train or val, got {split!r}")
-    from hbbench.imagenet_root import split_samples, val_wnids
-
     samples = _subset(split_samples(base, split, val_wnids(base)), n, seed, sample)
     return _image_dataset(f"imagenet:{root}", samples, [p.name for p, _ in samples], size)
 
