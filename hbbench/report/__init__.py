@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hbbench import plots as P
+import hbbench.report.plots as P
 from hbbench.errors import HBBenchError
 from hbbench.report.checks import worst_case_and_checks
 from hbbench.report.data import Run, load_run, model_slugs

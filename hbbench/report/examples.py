@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hbbench import plots as P
+import hbbench.report.plots as P
 from hbbench.threats import threat_order
 from hbbench.report.data import Run, focus, pick, setting_label
 from hbbench.report.document import Doc

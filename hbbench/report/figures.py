@@ -2,7 +2,7 @@
 true class lands in each ranking. Curves and points are summary.csv's values and intervals."""
 from __future__ import annotations
 
-from hbbench import plots as P
+import hbbench.report.plots as P
 from hbbench.threats import crafts_against_defense
 from hbbench.report.data import (Run, budget_rows, focus, largest_budget, pick,
                                  setting_label)

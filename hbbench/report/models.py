@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hbbench import plots as P
+import hbbench.report.plots as P
 from hbbench.labels import eps_label
 from hbbench.report.checks import verification
 from hbbench.report.data import Run, largest_budget, setting_label
