@@ -32,7 +32,7 @@ from hbbench.errors import HBBenchError
 from hbbench.executors import get_executor
 from hbbench.grid import Grid, resolve
 from hbbench.integrity import DAMAGED, FOREIGN, inspect_cells
-from hbbench.options import SweepOptions
+from hbbench.options import CheckBudgets, SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
 from hbbench.models import model_weights, random_weights_note
@@ -57,6 +57,7 @@ class Plan:
     extra: tuple  # the cells the costly checks add
     n_samples: int
     n_checked: int  # images the costly checks' cells hold
+    budgets: CheckBudgets  # the costly checks' and remedies' queries, iterations, restarts and EoT draws
 
     @property
     def by_id(self) -> dict:
@@ -90,14 +91,16 @@ def sweep(spec: SweepSpec | dict | Grid, options: SweepOptions | None = None, on
 def _plan(grid: Grid, options: SweepOptions, store: RunStore) -> Plan:
     get_executor(options.executor)  # an unknown name is refused before anything is loaded
     check_names = resolve_checks(options.checks)
-    added = auxiliary.plan(list(grid.cells), check_names)
+    budgets = options.check_budgets
     if options.require_finished:
         _refuse_unfinished(store, grid)
+        budgets = CheckBudgets.from_record(store.read_manifest().get("check_budgets"))  # `check` keeps the run's
+    added = auxiliary.plan(list(grid.cells), check_names, budgets)
     # data and models first: a bad file, weight or shape is refused before the run directory exists
     n_samples = preflight(grid.spec, grid.cells, in_process=options.executor == "local" and options.workers == 1)
     full = set(resolve_checks("full")) <= set(check_names)
     return Plan(grid, check_names, full, added, tuple(auxiliary.added_cells(added)), n_samples,
-                min(options.check_samples, n_samples))
+                min(options.check_samples, n_samples), budgets)
 
 
 @contextmanager
@@ -111,6 +114,7 @@ def _open(store: RunStore, plan: Plan, options: SweepOptions, on_event):
         refuse_changed_plugins(store.root, (old or {}).get("plugins"), plan.grid.plugins)
         store.remove_temporaries()
         _refuse_other_check_samples(store, old, plan)
+        _refuse_other_budgets(store, old, plan)
         manifest = _start_manifest(old, plan.grid, options.command)
         store.write_manifest(manifest)
         yield manifest
@@ -144,7 +148,8 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
     execute(units)
     for _ in range(remedies.ROUNDS if plan.full else 0):
         evidence = _evidence(store, plan)
-        todo = remedies.todo(remedies.outcomes(evidence, check_table(evidence, plan.check_names)))
+        todo = remedies.todo(remedies.outcomes(evidence, check_table(evidence, plan.check_names),
+                                               budgets=plan.budgets))
         by_id.update({c.id: c for c in todo})
         shards.update({c.id: n_shards for c in todo})
         for c in todo:  # a remedy killed between its last shard and the merge
@@ -156,7 +161,7 @@ def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) 
     cells = list(plan.grid.cells)
     evidence = _evidence(store, plan)
     checks_table = check_table(evidence, plan.check_names)
-    found = remedies.outcomes(evidence, checks_table, remedies=plan.full)
+    found = remedies.outcomes(evidence, checks_table, remedies=plan.full, budgets=plan.budgets)
     worst = worst_case.rows(remedies.with_remedies(evidence, found), found, plan.full)
     for row in worst:  # a model that does not classify the images voids every verdict (model_sanity)
         row["verdict"] = model_unverified(checks_table, row["model"]) or row["verdict"]
@@ -167,6 +172,9 @@ def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) 
                     checks=list(plan.check_names))
     if plan.extra:  # the images the costly checks' cells hold; kept from the run that made them
         manifest["check_samples"] = plan.n_checked
+        manifest.pop("check_budgets", None)  # recorded only when not the defaults (older runs have none)
+        if plan.budgets.record():
+            manifest["check_budgets"] = plan.budgets.record()
     store.write_manifest(manifest)
     on_event("checks", table=checks_table)
     return table
@@ -175,7 +183,7 @@ def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) 
 def _evidence(store: RunStore, plan: Plan) -> Evidence:
     """What the checks read: the grid's, the costly checks' and every possible remedy's summaries."""
     cells = list(plan.grid.cells)
-    ids = set(plan.by_id) | {c.id for c in remedies.possible(cells)}
+    ids = set(plan.by_id) | {c.id for c in remedies.possible(cells, plan.budgets)}
     summaries = {s["cell_id"]: s for s in store.cell_summaries() if s.get("cell_id") in ids}
     spec = plan.grid.spec
     context = lambda cell: get_context(cell, spec.batch_size, spec.device)  # noqa: E731
@@ -207,6 +215,18 @@ def _refuse_other_check_samples(store: RunStore, old: dict | None, plan: Plan) -
             and before != plan.n_checked:
         raise HBBenchError(f"{store.root} ran its costly checks on {before} images; use --check-samples {before} "
                            "or another --run name")
+
+
+def _refuse_other_budgets(store: RunStore, old: dict | None, plan: Plan) -> None:
+    """Other check budgets plan other cells: a run holding cells the costly checks or remedies added keeps
+    the budgets that made them."""
+    before = CheckBudgets.from_record((old or {}).get("check_budgets"))
+    cells = list(plan.grid.cells)
+    if plan.extra and before != plan.budgets and \
+            any(store.has_cell(c.id) for c in remedies.run_cells(cells, before)[len(cells):]):
+        raise HBBenchError(f"{store.root} ran its costly checks with other budgets ({before.record() or 'the defaults'}; "
+                           f"asked: {plan.budgets.record() or 'the defaults'}); use the same check_budgets or "
+                           "another --run name")
 
 
 def _refuse_other_spec(store: RunStore, old: dict | None, grid: Grid) -> None:
@@ -248,7 +268,7 @@ def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
         "resumed": old is not None,
         "last_started": _now(),
         "status": "running",
-        **({"check_samples": old["check_samples"]} if old and "check_samples" in old else {}),
+        **({k: old[k] for k in ("check_samples", "check_budgets") if old and k in old}),
         "plugins": [p.record() for p in grid.plugins],
         "model_weights": model_weights(grid.cells),  # "random weights" where weights=random
         "versions": _versions(),

@@ -11,6 +11,36 @@ CHECK_SAMPLES = 10  # images the costly checks attack again: the first 10 of the
 
 
 @dataclass(frozen=True)
+class CheckBudgets:
+    """What the costly checks and the remedies spend (docs/evaluation.md, "Remedies"). The defaults are
+    the documented budgets; a smaller one (tests, a quick look) plans other cells, so a run keeps the
+    budgets it was made with (recorded in its manifest when they are not the defaults)."""
+    square_queries: int = 100  # blackbox_beats_whitebox: SquareAttack's queries per image
+    remedy_square_queries: int = 1000  # its remedy: 10x the check's own Square run
+    remedy_iter_factor: int = 4  # not_converged's remedy: the iterations times this...
+    remedy_restarts: int = 5  # ...with this many random restarts (Croce & Hein 2020 restart APGD 5 times)
+    remedy_eot: tuple[int, int] = (8, 16)  # EoT draws per round: Athalye et al. 2018 use tens; 8 averages most noise out
+
+    def __post_init__(self):
+        counts = (self.square_queries, self.remedy_square_queries, self.remedy_iter_factor, self.remedy_restarts,
+                  *self.remedy_eot)
+        if len(self.remedy_eot) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in counts):
+            raise HBBenchError(f"check budgets must be positive integers (remedy_eot: one per round, two), got {self}")
+
+    def record(self) -> dict:
+        """The manifest's ``check_budgets``: only the fields that differ from the defaults."""
+        default = CheckBudgets()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items() if v != getattr(default, k)}
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> "CheckBudgets":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (record or {}).items()})
+
+
+DEFAULT_BUDGETS = CheckBudgets()
+
+
+@dataclass(frozen=True)
 class SweepOptions:
     out: str | Path = "results"  # parent of run directories
     run: str | None = None  # run directory name; None: the grid's (Grid.run_name), so a command resumes its run
@@ -21,6 +51,7 @@ class SweepOptions:
     threads: int | None = None  # torch threads per worker; None: the cores divided by the workers
     checks: str | None = "default"  # none, default, full, or check names
     check_samples: int = CHECK_SAMPLES
+    check_budgets: CheckBudgets = DEFAULT_BUDGETS  # queries, iterations, restarts and EoT draws of checks and remedies
     require_finished: bool = False  # only add checks to a finished run (`hbbench check`)
     command: str | None = None  # the command line recorded in the manifest (default: sys.argv)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hbbench.checks.remedies import run_cells
 from hbbench.errors import HBBenchError
 from hbbench.grid import resolve_manifest
+from hbbench.options import DEFAULT_BUDGETS, CheckBudgets
 from hbbench.integrity import (CELL_FILE, DAMAGED, FOREIGN, OK, Finding, cells_spec_ids, inspect_cells,
                                manifest_finding)
 from hbbench.rundir import MANIFEST, RunDir, load_json
@@ -28,7 +29,8 @@ def to_set_aside(run: RunDir, grid) -> list[Finding]:
                                f"spec ({', '.join(recorded)}; this command's is {grid.id}): run the command that "
                                f"made this run (same options, --run {root.name}), or use another --run name")
     findings = [finding] if finding.status == DAMAGED else []
-    return findings + [f for f in inspect_cells(root, grid.id, *expected_cells(grid)) if f.status in (DAMAGED, FOREIGN)]
+    expected = expected_cells(grid, CheckBudgets.from_record((manifest or {}).get("check_budgets")))
+    return findings + [f for f in inspect_cells(root, grid.id, *expected) if f.status in (DAMAGED, FOREIGN)]
 
 
 def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
@@ -47,7 +49,8 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
         except (KeyError, TypeError, ValueError, HBBenchError) as exc:
             finding = Finding(DAMAGED, MANIFEST, f"its spec cannot be read ({exc})")
         else:
-            spec_id, (cell_ids, optional) = grid.id, expected_cells(grid)
+            budgets = CheckBudgets.from_record(manifest.get("check_budgets"))  # the run's, recorded when not the defaults
+            spec_id, (cell_ids, optional) = grid.id, expected_cells(grid, budgets)
             if manifest.get("spec_id") != spec_id:
                 finding = Finding(DAMAGED, MANIFEST, f"its spec_id {manifest.get('spec_id')} is not its spec's "
                                                      f"({spec_id}): edited?")
@@ -62,6 +65,6 @@ def verify_run(run_dir) -> tuple[str | None, list[Finding]]:
     return spec_id, [finding] + inspect_cells(root, spec_id, cell_ids, optional)
 
 
-def expected_cells(grid) -> tuple[list[str], list[str]]:
-    """(the grid's cell ids, the ids of cells the costly checks may have added)."""
-    return [c.id for c in grid.cells], [c.id for c in run_cells(list(grid.cells))[len(grid.cells):]]
+def expected_cells(grid, budgets: CheckBudgets = DEFAULT_BUDGETS) -> tuple[list[str], list[str]]:
+    """(the grid's cell ids, the ids of cells the costly checks may have added with ``budgets``)."""
+    return [c.id for c in grid.cells], [c.id for c in run_cells(list(grid.cells), budgets)[len(grid.cells):]]

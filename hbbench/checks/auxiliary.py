@@ -10,7 +10,8 @@ executors like the grid's), over the first ``check_samples`` images, never part 
 Both checks read top-1 alone, so their PGD stops early (``early_stop``: the same top-1 as every step
 with the best iterate, hbbench.attacks.early_stop, for a fraction of the passes) wherever the runner
 keeps the best iterate.
-- ``blackbox_beats_whitebox``: ART's SquareAttack (score-based, 100 queries per image) at each
+- ``blackbox_beats_whitebox``: ART's SquareAttack (score-based, 100 queries per image by default:
+  ``CheckBudgets.square_queries``, hbbench.options) at each
   budget and norm of the grid's gradient attacks, against the defended model (its forward pass as
   is: the attack only reads outputs, so bpda's wrapper changes nothing for it).
 """
@@ -19,10 +20,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hbbench.attacks import ATTACKS, attack_norm
+from hbbench.options import DEFAULT_BUDGETS, CheckBudgets
 from hbbench.spec import Cell
 
 UNBOUNDED_PGD = {"eps": 1.0, "eps_step": 0.01, "max_iter": 50, "num_random_init": 0, "early_stop": True}
-SQUARE_QUERIES = 100
 
 
 def label(name: str, params: dict) -> str:
@@ -41,7 +42,7 @@ def is_iterative_gradient(cell: Cell) -> bool:
     return entry.meta["gradient"] and entry.meta["budget"] and "max_iter" in entry.params
 
 
-def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]:
+def plan(cells: list[Cell], checks, budgets: CheckBudgets = DEFAULT_BUDGETS) -> dict[str, list[tuple[Cell, Cell | None]]]:
     """check name -> [(added cell, the grid cell it stands beside, or None)], without duplicates."""
     out: dict[str, list[tuple[Cell, Cell | None]]] = {}
     if "unbounded" in checks:
@@ -67,7 +68,7 @@ def plan(cells: list[Cell], checks) -> dict[str, list[tuple[Cell, Cell | None]]]
             entry = ATTACKS.resolve(c.attack_name)[0]
             if entry.meta["gradient"] and entry.meta["budget"] and c.scored_on_attacked_model:
                 norm = attack_norm(c.attack_name, dict(c.attack_params))
-                params = {"max_iter": SQUARE_QUERIES, "norm": norm}
+                params = {"max_iter": budgets.square_queries, "norm": norm}
                 seen.setdefault((c.model_key, c.defense, c.eps, norm), (with_attack(c, "square", params, c.eps, "bpda"), None))
         out["blackbox_beats_whitebox"] = list(seen.values())
     return out

@@ -16,6 +16,7 @@ Remedy kinds:
 - ``restarts``: the iterative attacks with 4x the iterations and 5 random restarts.
 - ``square``: SquareAttack with 1,000 queries on every image.
 The second round applies ``restarts`` to the first round's iterative remedies and doubles EoT.
+These budgets are the defaults of ``hbbench.options.CheckBudgets`` (``SweepOptions.check_budgets``).
 """
 from __future__ import annotations
 
@@ -29,14 +30,12 @@ from hbbench.checks import auxiliary, binarization
 from hbbench.checks.auxiliary import is_iterative_gradient, with_attack
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
+from hbbench.options import DEFAULT_BUDGETS, CheckBudgets
 from hbbench.threats import get_threat_model
 from hbbench.spec import Cell
 
 ROUNDS = 2  # a setting still failing after the second round stays unverified
 REMEDY = "remedy"  # the key of the remedies' cells in Evidence.auxiliary
-EOT_DRAWS = (8, 16)  # per round: Athalye et al. 2018 use tens of draws; 8 already averages most noise out
-ITER_FACTOR, RESTARTS = 4, 5  # not_converged's remedy: Croce & Hein 2020 (AutoAttack) restart APGD 5 times
-SQUARE_QUERIES = 1000  # blackbox_beats_whitebox's remedy: 10x the check's own Square run
 LOGIT_LOSSES = ("apgd_dlr", "pgd_margin")  # attacks whose loss does not go through the softmax
 PROBE_CHECKS = ("zero_gradient", "unbounded")  # checks of the grid's gradient itself, not of its outcome
 ZERO_GRADIENT_OK = 0.2  # hbbench.checks.evaluate.ZERO_GRADIENT_FAIL: a remedy's own gradient must pass
@@ -65,7 +64,7 @@ def _budgets(cells: list[Cell]) -> dict[tuple, Cell]:
     return {(c.eps, attack_norm(c.attack_name, dict(c.attack_params))): c for c in cells}
 
 
-def _gradient(cells: list[Cell], _round: int) -> list[Cell]:
+def _gradient(cells: list[Cell], _round: int, _spend: CheckBudgets) -> list[Cell]:
     threat = get_threat_model(cells[0].threat_model)
     if cells[0].defense_name != "none" and threat.gradient == "true":  # masking in the defense: BPDA
         bpda = "bpda" if threat.eot == 1 else f"bpda[eot={threat.eot}]"
@@ -77,46 +76,47 @@ def _gradient(cells: list[Cell], _round: int) -> list[Cell]:
     return out
 
 
-def _eot(cells: list[Cell], round_: int) -> list[Cell]:
+def _eot(cells: list[Cell], round_: int, budgets: CheckBudgets) -> list[Cell]:
     threat = get_threat_model(cells[0].threat_model)
     if not threat.crafted_against_defense:  # an oblivious attacker never runs the defense
         return []
     name = threat.name
-    return [replace(c, threat_model=f"{name}[eot={EOT_DRAWS[round_ - 1]}]") for c in cells]
+    return [replace(c, threat_model=f"{name}[eot={budgets.remedy_eot[round_ - 1]}]") for c in cells]
 
 
-def _restarts(cells: list[Cell], _round: int = 1) -> list[Cell]:
+def _restarts(cells: list[Cell], _round: int, budgets: CheckBudgets) -> list[Cell]:
     out = []
     for c in cells:
         if not is_iterative_gradient(c):
             continue
         entry = ATTACKS.resolve(c.attack_name)[0]
         params = dict(c.attack_params)
-        params["max_iter"] = ITER_FACTOR * params.get("max_iter", entry.params["max_iter"])
+        params["max_iter"] = budgets.remedy_iter_factor * params.get("max_iter", entry.params["max_iter"])
         restart = next((k for k in ("num_random_init", "nb_random_init") if k in entry.params), None)
         name = c.attack_name if restart else "pgd"  # BIM has no random start: PGD is BIM with one
-        params[restart or "num_random_init"] = RESTARTS
+        params[restart or "num_random_init"] = budgets.remedy_restarts
         out.append(with_attack(c, name, params, c.eps))
     return out
 
 
-def _square(cells: list[Cell], _round: int) -> list[Cell]:
-    return [with_attack(c, "square", {"max_iter": SQUARE_QUERIES, "norm": norm}, eps, "bpda")
+def _square(cells: list[Cell], _round: int, budgets: CheckBudgets) -> list[Cell]:
+    return [with_attack(c, "square", {"max_iter": budgets.remedy_square_queries, "norm": norm}, eps, "bpda")
             for (eps, norm), c in _budgets(cells).items()]
 
 
 KINDS = {"gradient": _gradient, "eot": _eot, "restarts": _restarts, "square": _square}
 
 
-def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set) -> list[Cell]:
+def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set,
+           budgets: CheckBudgets) -> list[Cell]:
     """Round 1: each kind on the setting's attacks. Round 2: restarts on round 1's iterative remedies
     that had none, and EoT doubled."""
     if round_ == 1:
-        planned = [r for kind in kinds for r in KINDS[kind](cells, 1)]
+        planned = [r for kind in kinds for r in KINDS[kind](cells, 1, budgets)]
     else:
         planned = _restarts([c for c in previous if not dict(c.attack_params).get("num_random_init", 0) > 1
-                             and not dict(c.attack_params).get("nb_random_init", 0) > 1], 2)
-        planned += _eot(cells, 2) if "eot" in kinds else []
+                             and not dict(c.attack_params).get("nb_random_init", 0) > 1], 2, budgets)
+        planned += _eot(cells, 2, budgets) if "eot" in kinds else []
     return list({c.id: c for c in planned if c.id not in known}.values())
 
 
@@ -131,7 +131,8 @@ def with_remedies(ev: Evidence, found: dict[tuple, Outcome]) -> Evidence:
     return replace(ev, auxiliary={**ev.auxiliary, REMEDY: [(c, None) for c in done.values()]})
 
 
-def outcomes(ev: Evidence, table, remedies: bool = True) -> dict[tuple, Outcome]:
+def outcomes(ev: Evidence, table, remedies: bool = True, budgets: CheckBudgets = DEFAULT_BUDGETS
+             ) -> dict[tuple, Outcome]:
     """(model label, defense, threat model) -> Outcome, for each setting with a failed check, from the
     checks table and what the run directory holds. ``todo`` names the remedy cells to run next; the
     caller runs them and asks again (at most two rounds). ``remedies=False``: none planned."""
@@ -142,17 +143,17 @@ def outcomes(ev: Evidence, table, remedies: bool = True) -> dict[tuple, Outcome]
         for (defense, threat), checks in rows.groupby(["defense", "threat_model"], sort=False)["check"]:
             cells = _attacks(one.groups("defense", "threat_model").get((defense, threat), []))
             failed = list(dict.fromkeys(checks))
-            out[(label, defense, threat)] = _settle(one, failed, cells) if cells and remedies else \
+            out[(label, defense, threat)] = _settle(one, failed, cells, budgets) if cells and remedies else \
                 Outcome(failed, [], False, [])
     return out
 
 
-def _settle(ev: Evidence, failed: list[str], cells: list[Cell]) -> Outcome:
+def _settle(ev: Evidence, failed: list[str], cells: list[Cell], budgets: CheckBudgets) -> Outcome:
     kinds = list(dict.fromkeys(k for name in failed for k in CHECKS.resolve(name)[0].meta.get("remedy", ())))
     known = {c.id for c in ev.cells}
     tried: list[Cell] = []
     for round_ in range(1, ROUNDS + 1):
-        new = _round(kinds, cells, tried, round_, known | {c.id for c in tried})
+        new = _round(kinds, cells, tried, round_, known | {c.id for c in tried}, budgets)
         tried += new
         missing = [c for c in new if not ev.done(c)]
         if missing:
@@ -211,7 +212,7 @@ def _beaten(ev: Evidence, cells: list[Cell], remedies: list[Cell]) -> bool:
     return False
 
 
-def possible(cells: list[Cell]) -> list[Cell]:
+def possible(cells: list[Cell], budgets: CheckBudgets = DEFAULT_BUDGETS) -> list[Cell]:
     """Every remedy cell a run of ``cells`` could hold (every setting failing every check, both
     rounds): the cells resume and verification expect, beside the grid's."""
     kinds = list(KINDS)
@@ -220,8 +221,8 @@ def possible(cells: list[Cell]) -> list[Cell]:
     for c in _attacks(cells):
         groups.setdefault((c.model_key, c.defense, c.threat_model), []).append(c)
     for group in groups.values():
-        first = _round(kinds, group, [], 1, set())
-        for c in first + _round(kinds, group, first, 2, set()):
+        first = _round(kinds, group, [], 1, set(), budgets)
+        for c in first + _round(kinds, group, first, 2, set(), budgets):
             out.setdefault(c.id, c)
     grid = {c.id for c in cells}
     return [c for c in out.values() if c.id not in grid]
@@ -242,8 +243,8 @@ def verdict(outcome: Outcome | None, before: float, after: float, by: str, full:
     return f"unverified (tried: {tried}; {failed} failed)"
 
 
-def run_cells(cells: list[Cell]) -> list[Cell]:
+def run_cells(cells: list[Cell], budgets: CheckBudgets = DEFAULT_BUDGETS) -> list[Cell]:
     """Every cell a run directory may hold: the grid's, any the costly checks add, any remedy."""
-    added = auxiliary.added_cells(auxiliary.plan(cells, [e.name for e in CHECKS.entries()]))
+    added = auxiliary.added_cells(auxiliary.plan(cells, [e.name for e in CHECKS.entries()], budgets))
     ids = {c.id for c in cells + added}
-    return cells + added + [c for c in possible(cells) if c.id not in ids]
+    return cells + added + [c for c in possible(cells, budgets) if c.id not in ids]
