@@ -8,29 +8,17 @@ and hopskipjump only query outputs); the evaluation checks read these. ``eps_ste
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from art.attacks import evasion as E
-from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as _pgd_torch
 
+from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
+from hbbench.attacks.early_stop import EarlyStopPGD
 from hbbench.attacks.registry import ATTACKS
+from hbbench.classifier import with_loss
 from hbbench.errors import HBBenchError
 
 
-def _skip_success_log(compute_success):
-    """ART's PyTorch PGD (and BIM) ends every generate() with compute_success(), only for an INFO
-    log line: two extra forward passes over the batch, ~9% of a PGD-10 run. Skip it unless that
-    logger would print it."""
-    def for_log_only(*args, **kwargs):
-        if _pgd_torch.logger.isEnabledFor(logging.INFO):
-            return compute_success(*args, **kwargs)
-        return float("nan")
-    return for_log_only
-
-
-_pgd_torch.compute_success = _skip_success_log(_pgd_torch.compute_success)
 
 
 def canonical_norm(norm) -> str:
@@ -75,8 +63,6 @@ def _pgd(classifier, early_stop, best_iterate, **params):
     """ART's PGD; on tensors (ART's PyTorch PGD, hbbench's best-iterate subclass of it) when every
     preprocessing step of the classifier is PyTorch, else ART's NumPy PGD (neither flag)."""
     if getattr(classifier, "all_framework_preprocessing", False):
-        from hbbench.attacks.early_stop import EarlyStopPGD
-
         return EarlyStopPGD(classifier, early_stop=_on_when_undefended(classifier, "early_stop", early_stop),
                             best_iterate=_on_when_undefended(classifier, "best_iterate", best_iterate),
                             verbose=False, **params)
@@ -109,8 +95,6 @@ def bim(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_ite
                   norm="2", budget=False, gradient=True)
 def cw(classifier, confidence: float = 0.0, learning_rate: float = 0.001, binary_search_steps: int = 4,
        max_iter: int = 10, initial_const: float = 1.0, batch_size: int = 32):
-    from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
-
     return CarliniWagnerL2Torch(classifier, confidence=confidence, learning_rate=learning_rate,
                                 binary_search_steps=binary_search_steps, max_iter=max_iter,
                                 initial_const=initial_const, batch_size=batch_size)
@@ -196,8 +180,6 @@ def apgd_dlr(classifier, eps: float = 4 / 255, eps_step: float | None = None, ma
                   norm="inf", budget=True, gradient=True)
 def pgd_margin(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
                num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
-    from hbbench.classifier import with_loss
-
     return pgd(with_loss(classifier, MarginLoss()), eps=eps, eps_step=eps_step, max_iter=max_iter,
                num_random_init=num_random_init, norm=norm, batch_size=batch_size)
 

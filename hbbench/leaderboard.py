@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+import pandas as pd
 
 from hbbench.errors import HBBenchError
+from hbbench.labels import eps_label
 from hbbench.passes import COSTS
+from hbbench.report.document import Doc, ci, f3
+from hbbench.rundir import atomic_write_text, find_runs
+from hbbench.runs import load_run
 
 VERIFIED = ("holds", "repaired")  # verdicts whose checks ran and did not fail: ranked first
 COLUMNS = ["rank", "model", "dataset", "sample", "threat_model", "eps", "norm", "defense", "worst_top1",
@@ -26,9 +30,6 @@ SETTING = ["model", "dataset", "sample", "threat_model", "norm", "eps", "defense
 def collect(folders) -> tuple[list, list[str]]:
     """The complete runs under ``folders``, and one 'name (why)' per run left out (in progress or
     damaged). HBBenchError when a folder is missing or no complete run is found."""
-    from hbbench.rundir import find_runs
-    from hbbench.runs import load_run
-
     paths = []
     for folder in map(Path, folders):
         if not folder.is_dir():
@@ -102,12 +103,10 @@ def run_rows(run) -> list[dict]:
     return out
 
 
-def table(runs) -> "pd.DataFrame":  # noqa: F821 (pandas is imported on use: `hbbench --help` stays fast)
+def table(runs) -> pd.DataFrame:
     """The leaderboard of ``runs``: the newest run wins a setting several runs hold; within each
     model, dataset, image sample, threat model and budget, verified rows first, then by worst-case
     top-1, best first (ties by defense name); ``rank`` counts within that group."""
-    import pandas as pd
-
     df = pd.DataFrame([r for run in runs for r in run_rows(run)])
     df = df.sort_values(["_finished", "run"]).drop_duplicates(SETTING, keep="last")
     df["_unverified"] = ~df.verdict.isin(VERIFIED)
@@ -119,10 +118,6 @@ def table(runs) -> "pd.DataFrame":  # noqa: F821 (pandas is imported on use: `hb
 
 def write(df, out: Path, left_out: list[str]) -> list[Path]:
     """leaderboard.csv, .md and .html in ``out``."""
-    from hbbench.labels import eps_label
-    from hbbench.report.document import Doc, ci, f3
-    from hbbench.rundir import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.csv", df.to_csv(index=False))
     doc = Doc(out / "leaderboard_files")
@@ -148,19 +143,3 @@ def write(df, out: Path, left_out: list[str]) -> list[Path]:
 
 def _num(value, spec: str) -> str:
     return "—" if value != value else format(value, spec)  # NaN: a run from before costs were recorded
-
-
-@click.command("leaderboard")
-@click.argument("folders", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Folder to write into (default: the first FOLDER).")
-def leaderboard(folders, out):
-    """One table over every run under FOLDERS: leaderboard.csv, .md and .html (self-contained)."""
-    runs, left_out = collect(folders)
-    if left_out:
-        click.echo(f"left out (in progress or damaged): {'; '.join(left_out)}", err=True)
-    target = Path(out or folders[0])
-    try:
-        paths = write(table(runs), target, left_out)
-    except OSError as exc:
-        raise HBBenchError(f"cannot write the leaderboard into {target}: {exc.strerror or exc}") from None
-    click.echo(f"{len(runs)} run(s); wrote {', '.join(map(str, paths))}")

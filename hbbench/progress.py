@@ -4,20 +4,19 @@ from __future__ import annotations
 import time
 
 import click
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
+from hbbench.aggregate import markdown as summary_markdown
+from hbbench.api import sweep as run_sweep
+from hbbench.checks.table import failed, markdown as checks_markdown, model_unverified
 from hbbench.labels import eps_label
 
 
 def run_with_progress(grid, options):
     """Run ``hbbench.api.sweep(grid, options)`` with a progress bar on a terminal (one flushed line per
     finished cell elsewhere), then print the summary table and the checks that did not pass."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from hbbench.aggregate import markdown
-    from hbbench.api import sweep as run_sweep
-
     console = Console(stderr=True)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
@@ -56,7 +55,7 @@ def run_with_progress(grid, options):
             exc.run_dir = state.get("run_dir")  # named in the "run the same command again" line
             raise
         progress.update(state["current"], visible=False)
-    click.echo(markdown(table))
+    click.echo(summary_markdown(table))
     _echo_checks(state.get("checks"))
     _echo_verdicts(table)
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
@@ -86,8 +85,6 @@ def _duration(seconds: float) -> str:
 
 
 def _echo_checks(table) -> None:
-    from hbbench.checks.table import failed, markdown, model_unverified
-
     if table is None or table.empty:
         return
     models = list(dict.fromkeys(table.model)) if "model" in table else [None]
@@ -100,7 +97,7 @@ def _echo_checks(table) -> None:
     click.echo(f"\nEvaluation checks (docs/evaluation.md): {counts.get('fail', 0)} failed, {counts.get('warn', 0)} "
                f"warned, {counts.get('pass', 0)} passed, {counts.get('not run', 0)} not run; all of them in checks.md")
     if not shown.empty:
-        click.echo(markdown(shown))
+        click.echo(checks_markdown(shown))
     for model in models:
         if model_unverified(table, model):
             continue

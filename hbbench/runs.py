@@ -15,7 +15,9 @@ import pandas as pd
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.errors import HBBenchError
 from hbbench.labels import eps_label
-from hbbench.report import data
+from hbbench.parsing import parse_budget
+from hbbench.report import build_report, data
+from hbbench.report.document import esc
 
 CELL_KEY = ["model", "dataset", "attack", "eps", "defense", "threat_model"]
 
@@ -77,8 +79,6 @@ class Run:
         """Per-image records of the cells that match (every cell when nothing is given), one row per
         image and cell, the cell's model, attack, eps, defense and threat model in front. ``eps`` is a
         number or a budget as typed on the command line ('4/255')."""
-        from hbbench.spec import parse_budget
-
         cells = self._run.summary
         for column, value in (("attack", attack), ("defense", defense), ("threat_model", threat_model)):
             if value is not None:
@@ -97,16 +97,12 @@ class Run:
     def report(self, examples: bool = False, **options) -> tuple[Path, Path]:
         """Write report.html and report.md into the run directory (hbbench.report.build_report); the
         example panels, which load the model and re-run attacks, only with ``examples=True``."""
-        from hbbench.report import build_report
-
         return build_report(self.path, examples=examples, **options)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}: {self._run.model} on {self._run.dataset}, {self.status})"
 
     def _repr_html_(self) -> str:
-        from hbbench.report.document import esc
-
         wc = self._run.worst_case
         rows = "".join(f"<tr><td>{esc(r.defense)}</td><td>{esc(r.threat_model)}</td><td>{eps_label(r.eps)}</td>"
                        f"<td>{r.defended_adv_top1:.3f} [{r.defended_adv_top1_ci_low:.3f}, "
