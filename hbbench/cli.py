@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from hbbench.errors import HBBenchError
 from hbbench.labels import param_label
+from hbbench.options import SweepOptions
+from hbbench.spec import SweepSpec
 from hbbench.threats import THREAT_MODELS
-from hbbench.progress import run_with_progress
+
+# Each command imports what it runs when it runs (the lines marked "lazy"): torch, ART, the models and
+# pandas load only for a command that needs them, so `hbbench --help` and a usage error answer at once.
 
 EXIT_USAGE = 2
 
@@ -119,25 +125,27 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
               "list checks marks the costly ones).")
 @click.option("--check-samples", type=int, default=10, show_default=True,
               help="Images (the first ones) the costly checks attack again.")
+@click.option("--save-examples", default="4", show_default=True, metavar="N|all|0",
+              help="Adversarial examples each cell stores (float32, as crafted; the run's first N images): the "
+              "report's panels and `hbbench export` read them. About 0.6 MB per 224 px image.")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
-          loader_workers, threads, checks, check_samples, **flags):
+          loader_workers, threads, checks, check_samples, save_examples, **flags):
     """Run an attack x defense x budget x threat-model grid, then check its attacks; resumable, one file
     per finished cell."""
-    from hbbench.grid import resolve
-    from hbbench.options import SweepOptions
-    from hbbench.spec import SweepSpec
+    from hbbench import grid as grids, progress  # lazy
 
     given = {SWEEP_FLAGS[k]: v for k, v in flags.items()
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
     defaults = {SWEEP_FLAGS[k]: v for k, v in flags.items()}
     spec = SweepSpec.from_yaml(config, **given) if config else SweepSpec.from_dict(defaults)
-    grid = resolve(spec, model_options=dict(weights=weights, download=download or None,
+    grid = grids.resolve(spec, model_options=dict(weights=weights, download=download or None,
                                             trust_checkpoint=trust_checkpoint or None),
                    dataset_options=dict(download=download or None))
     options = SweepOptions(out=out, run=run_name, executor=executor, workers=workers, address=address,
-                           loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples)
-    _with_sigterm(run_with_progress, grid, options)
+                           loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples,
+                           save_examples=save_examples)
+    _with_sigterm(progress.run_with_progress, grid, options)
 
 
 def _with_sigterm(fn, *args):
@@ -162,15 +170,13 @@ def check(run_dir, checks, check_samples, executor, workers, address):
     """Run evaluation checks on a finished run without recomputing its cells: the costly ones add their
     attack runs to the run directory (resumable like cells), then checks.csv and the worst-case rows of
     summary.csv are rewritten."""
-    from hbbench.grid import resolve_manifest
-    from hbbench.options import SweepOptions
-    from hbbench.rundir import RunDir
+    from hbbench import grid as grids, progress, rundir  # lazy
 
     options = SweepOptions(executor=executor, workers=workers, address=address, checks=checks,
                            check_samples=check_samples, require_finished=True)
-    run = RunDir.open(run_dir)
-    grid = resolve_manifest(run.require_manifest(), source=str(run.manifest_path))
-    _with_sigterm(run_with_progress, grid, replace(options, out=run.root.parent, run=run.root.name))
+    run = rundir.RunDir.open(run_dir)
+    grid = grids.resolve_manifest(run.require_manifest(), source=str(run.manifest_path))
+    _with_sigterm(progress.run_with_progress, grid, replace(options, out=run.root.parent, run=run.root.name))
 
 
 @main.command("list")
@@ -184,11 +190,10 @@ def list_cmd(kind, plugin):
         for t in THREAT_MODELS.values():
             click.echo(f"{t.name:20s} {t.description}")
         return
-    from hbbench.catalogue import registry_of  # lazy: it imports torch and ART; --help and errors stay fast
-    from hbbench.plugins import load_refs
+    from hbbench import catalogue, plugins  # lazy
 
-    load_refs(plugin)
-    entries = registry_of(kind).entries()
+    plugins.load_refs(plugin)
+    entries = catalogue.registry_of(kind).entries()
     width = max([20] + [len(e.display_name) + 1 for e in entries])
     for entry in entries:
         origin = "" if entry.source == "hbbench" else f" (plugin {entry.source})"
@@ -203,25 +208,23 @@ def list_cmd(kind, plugin):
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Parent directory of run directories; without RUN_DIR the newest run there is reported.")
-@click.option("--no-examples", is_flag=True, help="Skip the example images (they reload the model and rerun "
-              "the attack on a few images).")
+@click.option("--no-examples", is_flag=True, help="Skip the example panels (drawn from the adversarial examples "
+              "the sweep stored) and the Heat-and-Blur explanation figure.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device for recomputing the example images.")
+              help="Device for the Heat-and-Blur explanation figure's heatmaps (the one part of the report that "
+              "runs the model; no attack runs).")
 @click.option("--strict", is_flag=True, help="Exit 2 instead of leaving damaged cells out of the report.")
 def report(run_dir, out, no_examples, device, strict):
     """Write report.html (self-contained) and report.md (+ report_files/) into a run directory."""
-    from pathlib import Path
-
-    from hbbench.report import build_report
-    from hbbench.rundir import newest_run
+    from hbbench import report as reporting, rundir  # lazy
 
     if run_dir is None:
-        found = newest_run(out)
+        found = rundir.newest_run(out)
         if found is None:
             raise HBBenchError(f"no run under {out}/ (no */manifest.json); run `hbbench sweep --out {out}` first "
                                "or give a RUN_DIR")
         run_dir = found
-    html_path, md_path = build_report(run_dir, examples=not no_examples, device=device, strict=strict,
+    html_path, md_path = reporting.build_report(run_dir, examples=not no_examples, device=device, strict=strict,
                                       on_progress=lambda m: click.echo(f"report: {m}", err=True))
     click.echo(f"wrote {html_path} and {md_path} (+ {Path(md_path).parent / 'report_files'}/)")
 
@@ -244,20 +247,16 @@ def report(run_dir, out, no_examples, device, strict):
 def explain(image, data, model, out, eps, iters, params, plugin, device, seed):
     """Draw Heat-and-Blur on one image (a file, or an index into --data): clean and PGD rows, heatmaps of
     the top-k classes, the blurred and defended inputs, top-5 before and after."""
-    from hbbench.classifier import resolve_device
-    from hbbench.explain import explain as draw
-    from hbbench.grid import resolve
-    from hbbench.models import load_model
-    from hbbench.spec import SweepSpec
+    from hbbench import classifier, explain as drawing, grid as grids, models  # lazy
 
     if iters < 1:
         raise HBBenchError(f"--iters must be >= 1, got {iters}")
     # The figure's one cell (its model, its HeatBlur) resolved like a sweep's: plugins, names, parameters.
-    grid = resolve(SweepSpec(attacks=["pgd"], defenses=[f"heatblur[{params}]"], models=[model], dataset=data,
+    grid = grids.resolve(SweepSpec(attacks=["pgd"], defenses=[f"heatblur[{params}]"], models=[model], dataset=data,
                              eps=eps, threat_models=["oblivious"], n=1, plugins=list(plugin)), source="explain")
     cell = next(c for c in grid.cells if c.defense_name == "heatblur")
-    draw(image, dataset=data, model=load_model(cell.model, **dict(cell.model_params)), out=out, eps=cell.eps,
-         attack_iters=iters, device=resolve_device(device), seed=seed, **dict(cell.defense_params))
+    drawing.explain(image, dataset=data, model=models.load_model(cell.model, **dict(cell.model_params)), out=out,
+                    eps=cell.eps, attack_iters=iters, device=classifier.resolve_device(device), seed=seed, **dict(cell.defense_params))
     click.echo(f"wrote {out}")
 
 
@@ -267,27 +266,99 @@ def explain(image, data, model, out, eps, iters, params, plugin, device, seed):
 def verify(ctx, run_dir):
     """Check the manifest and every cell of a run directory: a table of ok / damaged / missing / foreign
     files. Exit 0 when all is ok, 1 when anything is not, 2 when RUN_DIR is not a run directory."""
-    from collections import Counter
+    from hbbench import integrity, verification  # lazy
 
-    from hbbench.integrity import DAMAGED, FOREIGN, MISSING, OK
-    from hbbench.verification import verify_run
-
-    spec_id, findings = verify_run(run_dir)
+    spec_id, findings = verification.verify_run(run_dir)
     click.echo(f"{run_dir}: spec {spec_id or 'unknown'}")
     width = max(len(f.path) for f in findings)
     for f in findings:
         click.echo(f"{f.status:8s} {f.path:{width}s}  {f.reason}".rstrip())
     counts = Counter(f.status for f in findings)
-    click.echo(", ".join(f"{counts[s]} {s}" for s in (OK, DAMAGED, MISSING, FOREIGN) if counts[s]))
-    if set(counts) != {OK}:
+    statuses = (integrity.OK, integrity.DAMAGED, integrity.MISSING, integrity.FOREIGN)
+    click.echo(", ".join(f"{counts[s]} {s}" for s in statuses if counts[s]))
+    if set(counts) != {integrity.OK}:
         click.echo("the same `hbbench sweep` command (with --run NAME) sets damaged and foreign files aside "
                    "under damaged/ and recomputes what is missing", err=True)
         ctx.exit(1)
 
 
-from hbbench.leaderboard import leaderboard  # noqa: E402  (the command lives in its own module)
+@main.command("leaderboard")
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write into (default: the first FOLDER).")
+def leaderboard(folders, out):
+    """One table over every run under FOLDERS: leaderboard.csv, .md and .html (self-contained)."""
+    from hbbench import leaderboard as board  # lazy
 
-main.add_command(leaderboard)
+    runs, left_out = board.collect(folders)
+    if left_out:
+        click.echo(f"left out (in progress or damaged): {'; '.join(left_out)}", err=True)
+    target = Path(out or folders[0])
+    try:
+        paths = board.write(board.table(runs), target, left_out)
+    except OSError as exc:
+        raise HBBenchError(f"cannot write the leaderboard into {target}: {exc.strerror or exc}") from None
+    click.echo(f"{len(runs)} run(s); wrote {', '.join(map(str, paths))}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="The .npz file to write (NumPy: it loads without hbbench or torch).")
+@click.option("--cells", "cells_filter", default=None, metavar="FILTER",
+              help="Only the cells that match every key=value pair, e.g. 'defense=jpeg,threat_model=bpda' (keys: "
+              "cell_id, model, attack, eps, norm, defense, threat_model).")
+def export(run_dir, out_file, cells_filter):
+    """Write a run's stored adversarial examples, with their image ids, labels, budgets, norms, threat
+    models, defenses, the run's top-1 per cell and its manifest, into one portable .npz file."""
+    from hbbench import export as exporting  # lazy
+
+    done = exporting.export(run_dir, out_file, cells_filter)
+    if done["skipped"]:
+        click.echo(f"left out (no stored examples): {'; '.join(done['skipped'])}", err=True)
+    click.echo(f"wrote {out_file}: {done['images']} adversarial examples of {done['cells']} cell(s)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--model", "-m", default=None, help="Model to score with (default: the run's), as in `hbbench sweep`.")
+@click.option("--defense", "-d", default=None, help="Defense to score through (default: each cell's).")
+@click.option("--plugin", multiple=True, help="A Python file or module registering the model, defense or dataset; "
+              "repeatable (the run's plugin paths are not used).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Device to predict on (default: the run's).")
+@click.option("--batch-size", type=int, default=None, help="Prediction batch size (default: the run's).")
+@click.pass_context
+def recheck(ctx, file, model, defense, plugin, device, batch_size):
+    """Audit an export's adversarial examples (finite, in [0, 1], within eps of the clean images loaded
+    again from the dataset it names, ids and labels as there), then score them through the defense and
+    the model. Prints per cell the run's top-1 beside the recomputed one and names every image where
+    they disagree. Exit 0 when all agree, 1 on a failed audit or a disagreement beyond float noise."""
+    from hbbench import recheck as rechecking  # lazy
+
+    checks = rechecking.recheck(file, model=model, defense=defense, plugins=plugin, device=device,
+                                batch_size=batch_size)
+    width = max(len(c.label) for c in checks)
+    click.echo(f"{'cell':{width}s}  images  top-1 summary.csv  top-1 stored  top-1 recomputed")
+    for c in checks:
+        recomputed = "audit failed" if c.audit else f"{c.top1_recomputed:.4f}"
+        click.echo(f"{c.label:{width}s}  {c.exported:>3d}/{c.n:<3d}  {c.top1_summary:17.4f}  {c.top1_stored:12.4f}  "
+                   f"{recomputed:>16s}")
+        for line in c.audit:
+            click.echo(f"  audit: {line}")
+        for line in c.flips:
+            click.echo(f"  disagrees: {line}")
+        for line in c.noise:
+            click.echo(f"  differs (float noise): {line}")
+    failed = [c for c in checks if c.failed]
+    images = sum(c.exported for c in checks)
+    if failed:
+        click.echo(f"{len(failed)} of {len(checks)} cell(s) fail: {sum(len(c.audit) for c in failed)} example(s) fail "
+                   f"the audit, {sum(len(c.flips) for c in failed)} disagree beyond float noise", err=True)
+        ctx.exit(1)
+    noise = sum(len(c.noise) for c in checks)
+    click.echo(f"{images} examples in {len(checks)} cell(s): every recomputed top-1 equals the run's"
+               + (f" but for {noise} image(s) named above (float noise)" if noise else ""))
+
 
 if __name__ == "__main__":
     main()

@@ -157,7 +157,7 @@ CASES = [
     ("workers-zero", lambda t: ["--workers", "0"], "--workers"),
     ("threads-zero", lambda t: ["--threads", "0"], "--threads"),
     ("loader-workers-negative", lambda t: ["--loader-workers", "-1"], "--loader-workers"),
-    ("executor-unknown", lambda t: ["--executor", "spark"], "'spark' is not one of 'local', 'ray'"),
+    ("executor-unknown", lambda t: ["--executor", "spark"], "unknown executor 'spark'; valid choices: local, ray"),
     ("address-without-ray", lambda t: ["--address", "auto"], "--address is for --executor ray"),
     ("seed-not-an-integer", lambda t: ["--seed", "abc"], "--seed"),
     ("device-unknown", lambda t: ["--device", "tpu"], "--device"),
