@@ -64,8 +64,7 @@ def verdict(checks, model: str, defense: str, threat: str, row_verdict=None) -> 
     if checks is None or checks.empty:
         return "not checked"
     mine = checks[(checks.defense == defense) & (checks.threat_model == threat)]
-    if "model" in mine:  # checks.csv of runs before model grids has no model column
-        mine = mine[mine.model.astype(str) == model]
+    mine = mine[mine.model.astype(str) == model]
     if (mine.status == "not run").all():
         return "not checked"
     if isinstance(row_verdict, str):

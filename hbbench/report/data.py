@@ -16,7 +16,7 @@ from hbbench.threats import threat_order
 from hbbench.errors import HBBenchError
 from hbbench.integrity import damaged_cells
 from hbbench.rundir import RunDir
-from hbbench.spec import split_items, with_current_keys
+from hbbench.spec import split_items
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Run:
         worst = self.worst_case[self.worst_case.model.astype(str) == label].reset_index(drop=True) \
             if not self.worst_case.empty else self.worst_case
         checks = self.checks
-        if checks is not None and "model" in checks:  # checks.csv of runs before model grids has no model column
+        if checks is not None:
             checks = checks[checks.model.astype(str) == label].reset_index(drop=True)
         records = {cid: self.records[cid] for cid in summary["cell_id"]}
         return _with_orders(replace(self, summary=summary, worst_case=worst, checks=checks, records=records))
@@ -92,7 +92,7 @@ def _with_orders(run: Run) -> Run:
     run.defenses = _spec_order(["none"] + list(spec.get("defenses") or []), summary["defense"])
     run.attacks = _spec_order(list(spec.get("attacks") or []), summary["attack"])
     run.threat_models = threat_order(summary["threat_model"])
-    run.models = _spec_order(split_items(with_current_keys(spec).get("models") or []), summary["model"].astype(str))
+    run.models = _spec_order(split_items(spec.get("models") or []), summary["model"].astype(str))
     return run
 
 

@@ -108,5 +108,5 @@ def cost_tables(doc: Doc, run: Run):
 
 
 def _passes(row, kind: str):
-    value = getattr(row, f"{kind}_passes_per_image", float("nan"))  # absent in runs before passes were counted
+    value = getattr(row, f"{kind}_passes_per_image")
     return "—" if pd.isna(value) else number(f"{value:g}", {f"data-{kind}-passes": repr(float(value))})
