@@ -40,6 +40,7 @@ from hbbench.passes import cost_per_image
 from hbbench.records import summarize
 from hbbench.execution import get_context
 from hbbench.runner import describe, plan_units, shard_count
+from hbbench.schema import SCHEMA_VERSION
 from hbbench.spec import SweepSpec
 from hbbench.store import RunStore
 from hbbench.verification import to_set_aside
@@ -262,6 +263,7 @@ def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
         "spec": grid.spec_dict(),
         "spec_id": grid.id,
         "seed": grid.spec.seed,
+        "schema_version": SCHEMA_VERSION,
         "command": (old or {}).get("command") or command or " ".join(sys.argv),  # what made the cells
         "last_command": command or " ".join(sys.argv),
         "started": (old or {}).get("started", _now()),

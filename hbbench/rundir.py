@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from hbbench.errors import HBBenchError
+from hbbench import schema
 
 MANIFEST = "manifest.json"
 PARQUET_KEY = b"hbbench"  # a finished cell's Parquet names its cell and spec under this schema key
@@ -106,7 +107,7 @@ class RunDir:
                 raise HBBenchError(f"{self.root} is not a run directory (no manifest.json); run `hbbench sweep` "
                                    "first")
             raise HBBenchError(self._damaged_manifest("missing: deleted or never written"))
-        return manifest
+        return schema.manifest(manifest)
 
     def _damaged_manifest(self, why: str) -> str:
         return (f"{self.manifest_path} is damaged ({why}); `hbbench verify {self.root}` shows the spec its cells "
@@ -126,7 +127,7 @@ class RunDir:
             raise HBBenchError(f"run {self.root} has no summary.csv yet (no cell finished); run the sweep again "
                                "to resume")
         try:
-            return pd.read_csv(self.summary_csv)
+            return schema.summary(pd.read_csv(self.summary_csv))
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
         except (OSError, ValueError) as exc:
@@ -135,7 +136,10 @@ class RunDir:
 
     def read_checks(self) -> pd.DataFrame | None:
         """checks.csv, or None where no checks ran."""
-        return pd.read_csv(self.checks_csv) if self.checks_csv.is_file() else None
+        if not self.checks_csv.is_file():
+            return None
+        models = ((self.read_manifest() or {}).get("spec") or {}).get("models") or []
+        return schema.checks(pd.read_csv(self.checks_csv), [models] if isinstance(models, str) else list(models))
 
     # ------------------------------------------------------------------------------------------------
     # Writers (atomic)
