@@ -117,6 +117,7 @@ def _open(store: RunStore, plan: Plan, options: SweepOptions, on_event):
         _refuse_other_check_samples(store, old, plan)
         _refuse_other_budgets(store, old, plan)
         manifest = _start_manifest(old, plan.grid, options.command)
+        manifest["save_examples"] = "all" if options.examples_kept is None else options.examples_kept
         store.write_manifest(manifest)
         yield manifest
 
@@ -131,8 +132,9 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         store.merge_shards(cell.id, n_shards, _summarizer(cell))
     done = lambda c, k: store.has_shard(c.id, k)  # noqa: E731
     cache = str(store.defended_clean)  # deterministic defenses' clean predictions, per shard
-    units = plan_units(list(grid.cells), plan.n_samples, grid.spec.shard_size, done, cache) + \
-        plan_units(list(plan.extra), plan.n_checked, None, done, cache)
+    keep = options.examples_kept  # adversarial examples each cell stores (hbbench.examples_store)
+    units = plan_units(list(grid.cells), plan.n_samples, grid.spec.shard_size, done, cache, keep) + \
+        plan_units(list(plan.extra), plan.n_checked, None, done, cache, keep)
     total = len(grid.cells) * n_shards + len(plan.extra)
     on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
 
@@ -142,7 +144,8 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
                 store.write_shard(r.cell_id, r.shard, r.records, {
                     "attack_seconds": r.attack_seconds, "defense_seconds": r.defense_seconds,
                     "attack_gradient": r.attack_gradient, "n": len(r.records),
-                    "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes})
+                    "forward_passes": r.passes.forward, "backward_passes": r.passes.backward, **r.probes},
+                    r.examples)
                 summary = store.merge_shards(r.cell_id, shards[r.cell_id], _summarizer(by_id[r.cell_id]))
                 on_event("shard_done", cell=by_id[r.cell_id], summary=summary)
 
@@ -155,7 +158,7 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         shards.update({c.id: n_shards for c in todo})
         for c in todo:  # a remedy killed between its last shard and the merge
             store.merge_shards(c.id, n_shards, _summarizer(c))
-        execute(plan_units(todo, plan.n_samples, grid.spec.shard_size, done, cache))
+        execute(plan_units(todo, plan.n_samples, grid.spec.shard_size, done, cache, keep))
 
 
 def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) -> pd.DataFrame:

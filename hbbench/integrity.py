@@ -21,7 +21,7 @@ from hbbench.labels import eps_label
 from hbbench.rundir import MANIFEST, PARQUET_KEY, RunDir, file_sha256, load_json, summary_sha256
 
 OK, DAMAGED, MISSING, FOREIGN = "ok", "damaged", "missing", "foreign"
-CELL_FILE = re.compile(r"^([0-9a-f]{12})\.(json|parquet|shards)$")
+CELL_FILE = re.compile(r"^([0-9a-f]{12})\.(json|parquet|shards|examples\.npz)$")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class Finding:
 
 def inspect_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     """One cell of the run in ``root`` against the run's spec id (None when it is not known)."""
-    js, pq_ = f"cells/{cell_id}.json", f"cells/{cell_id}.parquet"
-    present = tuple(p for p in (js, pq_) if (root / p).is_file())
+    js, pq_, ex = f"cells/{cell_id}.json", f"cells/{cell_id}.parquet", f"cells/{cell_id}.examples.npz"
+    present = tuple(p for p in (js, pq_, ex) if (root / p).is_file())
 
     def bad(path, reason, status=DAMAGED):
         return Finding(status, path, reason, cell_id, present)
@@ -50,7 +50,7 @@ def inspect_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
     if js not in present and (root / f"cells/{cell_id}.shards").is_dir():
         return Finding(MISSING, f"cells/{cell_id}", "killed before its shards were merged", cell_id)
     if js not in present:
-        return bad(pq_, "its JSON is missing")
+        return bad(pq_ if pq_ in present else ex, "its JSON is missing")
     if pq_ not in present:
         return bad(js, "its Parquet is missing")
     summary, why = load_json(root / js)
@@ -80,7 +80,19 @@ def inspect_cell(root: Path, cell_id: str, spec_id: str | None) -> Finding:
                    FOREIGN)
     if file_sha256(root / pq_) != record.get("parquet_sha256"):
         return bad(pq_, "changed after it was written (its SHA-256 is not the one its JSON records)")
-    return Finding(OK, f"cells/{cell_id}", cell_id=cell_id)
+    return _inspect_examples(root, ex, record, bad) or Finding(OK, f"cells/{cell_id}", cell_id=cell_id)
+
+
+def _inspect_examples(root: Path, ex: str, record: dict, bad) -> Finding | None:
+    """The cell's stored adversarial examples against its seal: None when they are intact (or when
+    the cell kept none and none is there)."""
+    if not record.get("examples_sha256"):
+        return bad(ex, "an examples file its JSON does not record (copied in?)") if (root / ex).is_file() else None
+    if not (root / ex).is_file():
+        return bad(ex, f"missing: its JSON records {record.get('examples')} stored adversarial examples")
+    if file_sha256(root / ex) != record["examples_sha256"]:
+        return bad(ex, "changed after it was written (its SHA-256 is not the one its JSON records)")
+    return None
 
 
 def _inspect_legacy(root: Path, cell_id: str, summary: dict, bad) -> Finding:

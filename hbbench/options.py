@@ -8,6 +8,21 @@ from pathlib import Path
 from hbbench.errors import HBBenchError
 
 CHECK_SAMPLES = 10  # images the costly checks attack again: the first 10 of the run
+SAVE_EXAMPLES = 4  # adversarial examples a cell stores unless told: the report's panels show 3 chosen among them
+
+
+def parse_save_examples(value) -> int | None:
+    """``--save-examples``: a count >= 0, or ``all`` (None: every image). Stored as
+    hbbench.examples_store describes."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if isinstance(value, bool) or n < 0 or (isinstance(value, float) and value != n):
+        raise HBBenchError(f"--save-examples takes a count >= 0 or 'all', got {value!r}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class SweepOptions:
     check_budgets: CheckBudgets = DEFAULT_BUDGETS  # queries, iterations, restarts and EoT draws of checks and remedies
     require_finished: bool = False  # only add checks to a finished run (`hbbench check`)
     command: str | None = None  # the command line recorded in the manifest (default: sys.argv)
+    save_examples: int | str | None = SAVE_EXAMPLES  # adversarial examples per cell: N, "all" (or None), 0
 
     def __post_init__(self):
         if self.workers < 1 or self.loader_workers < 0 or (self.threads is not None and self.threads < 1):
@@ -62,6 +78,12 @@ class SweepOptions:
             raise HBBenchError("--address is for --executor ray")
         if isinstance(self.check_samples, bool) or not isinstance(self.check_samples, int) or self.check_samples < 1:
             raise HBBenchError(f"check samples must be a positive integer, got {self.check_samples!r}")
+        parse_save_examples(self.save_examples)  # refused here, before any work
+
+    @property
+    def examples_kept(self) -> int | None:
+        """The first N images of the run whose adversarial examples each cell keeps; None: every image."""
+        return parse_save_examples(self.save_examples)
 
     def run_dir(self, grid) -> Path:
         return Path(self.out) / (self.run or grid.run_name)

@@ -2,6 +2,7 @@
 
     <run>/manifest.json                   the spec, its id, the plugins, the status (hbbench.api writes it)
     <run>/cells/<id>.parquet, <id>.json   a finished cell: per-sample records; summary row + integrity record
+    <run>/cells/<id>.examples.npz         its stored adversarial examples, when it kept any (hbbench.examples_store)
     <run>/cells/<id>.shards/NNNNN.*       a cell computed shard by shard, before the merge (hbbench.store)
     <run>/summary.csv/.md/.tex            the cells' rows, then the worst-case rows (hbbench.aggregate)
     <run>/checks.csv/.md                  the evaluation checks (hbbench.checks.table)
@@ -67,6 +68,10 @@ class RunDir:
 
     def cell_parquet(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.parquet"
+
+    def cell_examples(self, cell_id: str) -> Path:
+        """The cell's stored adversarial examples (hbbench.examples_store), when it kept any."""
+        return self.cells_dir / f"{cell_id}.examples.npz"
 
     def shards_dir(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.shards"
@@ -188,13 +193,15 @@ def parquet_stamp(cell_id: str, spec_id: str | None) -> dict[bytes, bytes]:
     return {PARQUET_KEY: json.dumps({"cell_id": cell_id, "spec_id": spec_id}).encode()}
 
 
-def seal(summary: dict, parquet: Path, spec_id: str | None) -> dict:
-    """``summary`` plus the integrity block its JSON carries (the Parquet is already in place)."""
+def seal(summary: dict, parquet: Path, spec_id: str | None, examples: tuple[Path, int] | None = None) -> dict:
+    """``summary`` plus the integrity block its JSON carries (the Parquet, and the examples file with
+    its image count where the cell kept any, are already in place)."""
     import pyarrow.parquet as pq
 
+    kept = {"examples": examples[1], "examples_sha256": file_sha256(examples[0])} if examples else {"examples": 0}
     return {**summary, "integrity": {"spec_id": spec_id, "rows": pq.read_metadata(parquet).num_rows,
                                      "parquet_sha256": file_sha256(parquet),
-                                     "summary_sha256": summary_sha256(summary)}}
+                                     "summary_sha256": summary_sha256(summary), **kept}}
 
 
 def summary_sha256(summary: dict) -> str:

@@ -16,6 +16,7 @@ from hbbench.attacks import attack_norm
 from hbbench.attacks.early_stop import keeps_best_iterate
 from hbbench.classifier import resolve_device
 from hbbench.defenses import attacker_preprocessors
+from hbbench.examples_store import select as select_examples
 from hbbench.execution import attacked_classifier, craft, defend, get_context, is_random, make_cell_defense
 from hbbench.passes import PassCount, count_passes
 from hbbench.records import sample_records
@@ -37,6 +38,7 @@ class Unit:
     stop: int
     cache_dir: str | None = None  # where defended-clean predictions are shared across workers and resumes
     best_iterate: bool = False  # keeps_best_iterate of the whole attack run (all its cells, done or not)
+    save_examples: int | None = 0  # adversarial examples each cell keeps: the run's first N images (None: all)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ShardResult:
     attack_gradient: str
     passes: PassCount  # forward and backward passes the shard's attack run spent crafting (all its images)
     probes: dict  # what the checks read: defense_randomized, gradient_zero_share (hbbench.probes)
+    examples: dict | None = None  # sample, sample_id, x_adv of the images the cell keeps (hbbench.examples_store)
 
 
 def group_cells(cells: list[Cell]) -> list[list[Cell]]:
@@ -60,10 +63,11 @@ def group_cells(cells: list[Cell]) -> list[list[Cell]]:
 
 
 def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_done,
-               cache_dir: str | None = None) -> list[Unit]:
+               cache_dir: str | None = None, save_examples: int | None = 0) -> list[Unit]:
     """Units still to run, model-major then shard-major (one model at a time; units over one shard run
     together and share its images and clean predictions). ``is_done(cell, shard)`` tells what a
-    previous run already stored."""
+    previous run already stored; ``save_examples``: the adversarial examples each cell keeps (the
+    first N images of the run, None: all)."""
     size = shard_size or n_samples
     bounds = [(k, s, min(s + size, n_samples)) for k, s in enumerate(range(0, n_samples, size))]
     by_model: dict[tuple, list[list[Cell]]] = {}
@@ -75,7 +79,7 @@ def plan_units(cells: list[Cell], n_samples: int, shard_size: int | None, is_don
             for group in groups:
                 todo = tuple(c for c in group if not is_done(c, k))
                 if todo:
-                    units.append(Unit(todo, k, start, stop, cache_dir, keeps_best_iterate(group)))
+                    units.append(Unit(todo, k, start, stop, cache_dir, keeps_best_iterate(group), save_examples))
     return units
 
 
@@ -108,6 +112,9 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.best_iterate)
     attack_seconds = time.perf_counter() - t0
     adv_probs = ctx.predict(x_adv)
+    kept = select_examples(unit.start, unit.stop, unit.save_examples)
+    examples = {"sample": unit.start + kept, "sample_id": [ids[i] for i in kept], "x_adv": x_adv[kept]} \
+        if len(kept) else None  # as crafted: every cell of the run received these inputs
 
     results = []
     for cell in unit.cells:
@@ -135,7 +142,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
         results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient, passes,
-                                   found))
+                                   found, examples))
     return results
 
 

@@ -96,7 +96,7 @@ class Run:
 
     def report(self, examples: bool = False, **options) -> tuple[Path, Path]:
         """Write report.html and report.md into the run directory (hbbench.report.build_report); the
-        example panels, which load the model and re-run attacks, only with ``examples=True``."""
+        example panels (read from the stored adversarial examples) only with ``examples=True``."""
         return build_report(self.path, examples=examples, **options)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hbbench import examples_store
 from hbbench.errors import HBBenchError
 from hbbench.rundir import (MANIFEST, RunDir, atomic_write_bytes, atomic_write_json,  # noqa: F401 - re-exported
                             parquet_stamp, seal)
@@ -34,14 +35,20 @@ class RunStore(RunDir):
     def has_shard(self, cell_id: str, shard: int) -> bool:
         return self.has_cell(cell_id) or self.shard(cell_id, shard, "json").is_file()
 
-    def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame, meta: dict) -> None:
+    def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame, meta: dict,
+                    examples: dict | None = None) -> None:
+        """The shard's records, its adversarial examples (when it keeps any), then its JSON, which marks
+        the shard done."""
         atomic_write_bytes(self.shard(cell_id, shard, "parquet"), _parquet_bytes(records))
+        if examples is not None:
+            atomic_write_bytes(self.shard(cell_id, shard, examples_store.SUFFIX),
+                               examples_store.to_bytes(examples["sample"], examples["sample_id"], examples["x_adv"]))
         atomic_write_json(self.shard(cell_id, shard, "json"), meta)
 
     def merge_shards(self, cell_id: str, n_shards: int, summarize) -> dict | None:
-        """Once all shards of a cell are stored: stream them into cells/<id>.parquet, write the
-        summary ``summarize(records, metas)`` with its integrity record as cells/<id>.json, drop the
-        shards."""
+        """Once all shards of a cell are stored: stream them into cells/<id>.parquet, their examples
+        into cells/<id>.examples.npz (where they kept any), write the summary ``summarize(records,
+        metas)`` with its integrity record as cells/<id>.json, drop the shards."""
         import pyarrow.parquet as pq
 
         if self.has_cell(cell_id) or not all(self.shard(cell_id, k, "json").is_file() for k in range(n_shards)):
@@ -60,9 +67,16 @@ class RunStore(RunDir):
             if writer is not None:
                 writer.close()
         os.replace(tmp, final)
+        examples = examples_store.merge([self.shard(cell_id, k, examples_store.SUFFIX) for k in range(n_shards)])
+        kept = None
+        if examples is not None:
+            atomic_write_bytes(self.cell_examples(cell_id), examples[0])
+            kept = (self.cell_examples(cell_id), examples[1])
+        else:  # none kept now: an examples file left by an earlier run of this cell is not this one's
+            self.cell_examples(cell_id).unlink(missing_ok=True)
         metas = [json.loads(self.shard(cell_id, k, "json").read_text()) for k in range(n_shards)]
         summary = summarize(pd.read_parquet(final), metas)
-        atomic_write_json(self.cell_json(cell_id), seal(summary, final, self.spec_id))
+        atomic_write_json(self.cell_json(cell_id), seal(summary, final, self.spec_id, kept))
         shutil.rmtree(self.shards_dir(cell_id), ignore_errors=True)
         return summary
 

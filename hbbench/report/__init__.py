@@ -4,8 +4,9 @@ Writes ``report.html`` (self-contained: every plot is a base64 PNG data URI, no 
 and ``report.md`` (the same content; its PNGs lie beside it in ``report_files/``). The report renders
 what the run stored and re-runs nothing: ``summary.csv`` gives the cells, their values and their 95%
 bootstrap intervals; the per-sample Parquet records give what it does not hold (rank distributions,
-the clean-cost intervals). Only the example panels recompute: adversarial images are not stored, so a
-few are crafted again through the runner (``examples=False`` skips them).
+the clean-cost intervals); the example panels, the adversarial examples the sweep stored
+(``--save-examples``). No attack runs; only the Heat-and-Blur explanation figure runs the model, for
+its heatmaps (``examples=False`` skips panels and figure).
 
 Modules: ``data`` (loading a run), ``document`` (HTML + Markdown), ``overview``, ``models`` (a model
 grid's comparison), ``checks`` (worst case and evaluation checks), ``verdicts``, ``tables``, ``figures``
@@ -35,8 +36,9 @@ def build_report(run_dir: str | Path, examples: bool = True, n_examples: int = 3
                  on_progress=None, strict: bool = False) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` (+ ``report_files/``) into ``run_dir``; return their paths.
 
-    ``examples=False`` skips the example panels (the only part that loads the model and reruns an
-    attack, on ``device``); they are also skipped, with the reason in the report, when that fails.
+    ``examples=False`` skips the example panels (drawn from the run's stored adversarial examples) and
+    the Heat-and-Blur explanation figure (the only part that loads the model, on ``device``, for its
+    heatmaps); a run that stored no examples gets a sentence saying so instead.
     Cells whose files are damaged are left out, one ``on_progress`` line each and a note in the
     report; ``strict=True`` refuses to write a report then."""
     say = on_progress or (lambda msg: None)
@@ -82,7 +84,7 @@ def _sections(doc: Doc, run: Run, colors: dict, examples: bool, n_examples: int,
     scatter(doc, run, colors, P.label_markers(run.attacks))
     rank_shift(doc, run)
     if examples:
-        say("example images (recomputing a few adversarial examples)")
+        say("example images (the run's stored adversarial examples)")
         example_section(doc, run, n_examples, device)
     else:
         doc.heading(2, "Examples", "examples")

@@ -1,0 +1,62 @@
+"""Stored adversarial examples: the float32 arrays as crafted, beside a cell's records.
+
+    <run>/cells/<id>.examples.npz                 a finished cell's examples (sealed in <id>.json)
+    <run>/cells/<id>.shards/NNNNN.examples.npz    one shard's, before the merge
+
+Each file is an uncompressed NumPy ``.npz`` (lossless, readable without hbbench or pickle) of three
+arrays, one row per stored image: ``sample`` (the image's index in the run's data, int64),
+``sample_id`` (its id, as the records name it) and ``x_adv`` (float32, N x C x H x W, in [0, 1]: the
+input the cell's defense received, exactly as the attack returned it). How many images a cell keeps
+is ``--save-examples`` (``SweepOptions.save_examples``, default ``hbbench.options.SAVE_EXAMPLES``): the first N images of the run (``all``:
+every one; 0: none). The report's example panels and ``hbbench export`` read these files; nothing
+crafts them again."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from hbbench.errors import HBBenchError
+
+SUFFIX = "examples.npz"
+FIELDS = ("sample", "sample_id", "x_adv")
+
+
+def select(start: int, stop: int, keep: int | None) -> np.ndarray:
+    """Positions within a shard [start, stop) of the images a cell keeps: those among the run's first
+    ``keep`` (None: all), so any sharding stores the same images."""
+    samples = np.arange(start, stop)
+    return np.arange(stop - start) if keep is None else np.flatnonzero(samples < keep)
+
+
+def to_bytes(sample, sample_id, x_adv) -> bytes:
+    """The ``.npz`` bytes of one file (written atomically by the caller)."""
+    buf = io.BytesIO()
+    np.savez(buf, sample=np.asarray(sample, np.int64), sample_id=np.asarray([str(s) for s in sample_id], dtype=str),
+             x_adv=np.ascontiguousarray(x_adv, dtype=np.float32))
+    return buf.getvalue()
+
+
+def read(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one examples file; a damaged one is named (one line, HBBenchError)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in FIELDS}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise HBBenchError(f"{path} is not a readable examples file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                           "`hbbench verify` checks it against its cell's seal") from None
+    if arrays["x_adv"].dtype != np.float32 or len(arrays["x_adv"]) != len(arrays["sample"]):
+        raise HBBenchError(f"{path} is not an examples file hbbench wrote (x_adv {arrays['x_adv'].dtype}, "
+                           f"{len(arrays['x_adv'])} images for {len(arrays['sample'])} samples)")
+    return arrays
+
+
+def merge(paths: list[Path]) -> tuple[bytes, int] | None:
+    """One file's bytes, and its image count, from the shards' files (in shard order); None when no
+    shard kept any."""
+    parts = [read(p) for p in paths if p.is_file()]
+    parts = [p for p in parts if len(p["sample"])]
+    if not parts:
+        return None
+    return to_bytes(*(np.concatenate([p[k] for p in parts]) for k in FIELDS)), sum(len(p["sample"]) for p in parts)
