@@ -127,7 +127,7 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
               help="Images (the first ones) the costly checks attack again.")
 @click.option("--save-examples", default="4", show_default=True, metavar="N|all|0",
               help="Adversarial examples each cell stores (float32, as crafted; the run's first N images): the "
-              "report's panels and `hbbench export` read them. About 0.6 MB per 224 px image.")
+              "report's panels and `hbbench export` read them. 0.2-0.4 MB per 224 px image (compressed, lossless).")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
           loader_workers, threads, checks, check_samples, save_examples, **flags):

@@ -1,7 +1,7 @@
 """``hbbench export RUN --out FILE``: a run's stored adversarial examples in one portable file.
 
 It reads only the run directory (manifest, summary.csv, the cells' records and examples files), each
-exported cell checked against its seal first, and writes one uncompressed NumPy ``.npz``:
+exported cell checked against its seal first, and writes one compressed NumPy ``.npz`` (lossless):
 ``np.load(FILE)`` reads it without hbbench, torch or pickle (``torch.from_numpy`` turns any array into
 a tensor).
 
@@ -13,7 +13,7 @@ One row per exported image (all of a cell's images follow each other, cells in s
     label        int    its label
     x_adv        float32 N x C x H x W in [0, 1], the adversarial input as crafted (what the defense received)
     stored_pred  int    the defended model's top-1 on it, as the run recorded it (records: def_adv_pred)
-    stored_margin float the run's top-1 minus top-2 probability of that prediction (near 0: a boundary)
+    stored_margin float the run's top-1 minus top-2 log-probability (the logit gap; near 0: a decision boundary)
 
 Per cell (``cell_`` prefix): ``cell_id``, ``model``, ``dataset``, ``attack``, ``eps`` (NaN when the
 attack takes none), ``norm`` (``inf``, ``2``, ...), ``threat_model``, ``defense``, ``n`` (the cell's
@@ -107,7 +107,7 @@ def _cell_rows(run: RunDir, row, index: int) -> dict[str, np.ndarray]:
     return {"cell": np.full(len(rec), index, np.int64), "sample": examples["sample"].astype(np.int64),
             "image_id": np.asarray([str(i) for i in rec["sample_id"]], dtype=str), "label": rec["label"].to_numpy(np.int64),
             "x_adv": examples["x_adv"], "stored_pred": rec["def_adv_pred"].to_numpy(np.int64),
-            "stored_margin": top2[:, 0] - top2[:, 1]}
+            "stored_margin": np.log(top2[:, 0]) - np.log(np.maximum(top2[:, 1], 1e-45))}
 
 
 def _cell_fields(row) -> dict:
@@ -121,7 +121,7 @@ def _cell_fields(row) -> dict:
 
 def _npz_bytes(arrays: dict) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
 

@@ -6,8 +6,8 @@ clean image loaded again from the dataset the export names (its spec: dataset, n
 label must be the export's. Then each example goes through the defense and the model, as every
 threat model scores it (oblivious, bpda and adaptive alike: the defense runs at prediction time), and
 its top-1 is compared with the one the run recorded. A disagreement is a failure unless the image sits
-on a decision boundary (top-1 minus top-2 probability below ``BOUNDARY``, recorded or recomputed: it
-is named, as float noise) or the defense draws at random (named; only approximate agreement is
+on a decision boundary (top-1 minus top-2 log-probability, the logit gap, below ``BOUNDARY``, recorded
+or recomputed: it is named, as float noise) or the defense draws at random (named; only approximate agreement is
 expected, since the run's draws depended on the whole shard it defended).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hbbench.export import load
 from hbbench.grid import resolve
 from hbbench.labels import eps_label
 
-BOUNDARY = 1e-5  # top-1 minus top-2 probability under which an image sits on a decision boundary
+BOUNDARY = 1e-4  # logit gap (top-1 minus top-2 log-probability) under which an image sits on a decision boundary
 EPS_TOL = 1e-6  # float32 rounding of x + delta: an example may exceed its budget by this much
 NORMS = {"inf": lambda d: np.abs(d).max(axis=1), "2": lambda d: np.sqrt((d.astype(np.float64) ** 2).sum(axis=1)),
          "1": lambda d: np.abs(d.astype(np.float64)).sum(axis=1)}
@@ -131,12 +131,12 @@ def _check_cell(arrays, i: int, cell, batch_size: int, device: str) -> CellCheck
     x_def = defend(cell, make_cell_defense(cell, ctx.classifier), 0, batch_size, x_adv)[0]  # seeded: repeatable
     probs = ctx.predict(x_def)
     pred = probs.argmax(1)
-    top2 = -np.sort(-probs, axis=1)[:, :2]
-    margin = top2[:, 0] - top2[:, 1]
+    top2 = -np.sort(-probs, axis=1)[:, :2].astype(np.float64)
+    margin = np.log(top2[:, 0]) - np.log(np.maximum(top2[:, 1], 1e-45))
     check.top1_recomputed = float(np.mean(pred == labels))
     for k in np.flatnonzero(pred != stored):
         what = (f"{name(k)}, label {int(labels[k])}: the run's top-1 {int(stored[k])}, recomputed {int(pred[k])} "
-                f"(top-1 minus top-2 probability {arrays['stored_margin'][rows][k]:.2g} recorded, {margin[k]:.2g} now)")
+                f"(logit gap {arrays['stored_margin'][rows][k]:.2g} recorded, {margin[k]:.2g} now)")
         if check.randomized:
             check.noise.append(f"{what}: the defense draws at random")
         elif min(arrays["stored_margin"][rows][k], margin[k]) < BOUNDARY:

@@ -130,10 +130,10 @@ def test_an_installed_packages_entry_point_plugin_is_listed(tmp_path):
     assert "demo_installed" in out.stdout and "(plugin hbdemo_plugin)" in out.stdout
 
 
-def test_the_report_recomputes_examples_with_the_plugins_defense(local):
+def test_the_report_draws_examples_with_the_plugins_defense(local):
     from hbbench.report import build_report
 
     _, run_dir = local
     _, md = build_report(run_dir, examples=True)
     text = md.read_text()
-    assert "could not be recomputed" not in text and "examples.png" in text
+    assert "could not be drawn" not in text and "examples.png" in text

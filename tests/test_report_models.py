@@ -187,14 +187,12 @@ def test_one_model_report_has_no_comparison(tmp_path):
 
 
 def test_examples_render_for_each_model_on_its_own_model(run_dir, tmp_path, second_model):
-    """Each model's examples are recomputed through its own model: the adversarial predictions match
-    that model's records (the run is one small shard, attacked again whole)."""
+    """Each model's examples are drawn from that model's stored examples and records."""
     copy = tmp_path / "models"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report*"))
     html_path, md_path = build_report(copy, examples=True)
     text = md_path.read_text()
-    assert "could not be recomputed" not in text
+    assert "could not be drawn" not in text
     for slug in model_slugs([EMBEDDED, second_model]).values():
         assert (copy / "report_files" / f"model-{slug}--examples.png").is_file()
-    matches = re.findall(r"matches the run's records for (\d+) of (\d+) images", text)
-    assert len(matches) == 2 and all(a == b for a, b in matches)
+    assert text.count("nothing is attacked again") == 2
