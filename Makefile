@@ -7,7 +7,7 @@ HBBENCH := $(VENV)/bin/hbbench
 STAMP := $(VENV)/.installed
 OUT ?= results
 
-.PHONY: install test demo sweep report bench clean
+.PHONY: install test test-all demo sweep report bench clean
 
 # Re-installs when the package's dependencies change; torch comes from local disk where it lies there.
 $(STAMP): setup.cfg setup.py pyproject.toml
@@ -18,8 +18,11 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 
 install: $(STAMP)  ## virtualenv + editable install with test and Ray extras (the targets below do it on first use)
 
-test: $(STAMP)  ## the whole suite (a few minutes on 2 cores)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the fast tier: every kind of assertion on small work (tiny CNN, 2-4 images), <= 2 min on 2 cores
+	$(PY) -m pytest -q -m "not slow" --durations=25
+
+test-all: $(STAMP)  ## the whole suite, the slow tier too (EfficientNet-Lite0, real processes and budgets), <= 6 min on 2 cores
+	$(PY) -m pytest -q --durations=25
 
 demo: $(STAMP)  ## a 4-image sweep, about a minute
 	$(HBBENCH) sweep --attacks fgsm,pgd --defense jpeg,heatblur --n 4 --out $(OUT)
