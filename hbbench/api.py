@@ -158,7 +158,10 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         shards.update({c.id: n_shards for c in todo})
         for c in todo:  # a remedy killed between its last shard and the merge
             store.merge_shards(c.id, n_shards, _summarizer(c))
-        execute(plan_units(todo, plan.n_samples, grid.spec.shard_size, done, cache, keep))
+        more = plan_units(todo, plan.n_samples, grid.spec.shard_size, done, cache, keep)
+        if more:  # the total grows by the remedy shards still to run: progress never passes it
+            on_event("more", added=sum(len(u.cells) for u in more), why="remedy")
+        execute(more)
 
 
 def _finish(store: RunStore, plan: Plan, manifest: dict, status: str, on_event) -> pd.DataFrame:

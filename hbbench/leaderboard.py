@@ -19,7 +19,7 @@ from hbbench.report.document import Doc, ci, f3
 from hbbench.rundir import atomic_write_text, find_runs
 from hbbench.runs import load_run
 
-VERIFIED = ("holds", "repaired")  # verdicts whose checks ran and did not fail: ranked first
+VERIFIED = ("verified", "repaired")  # verdicts whose checks ran and did not fail: ranked first
 COLUMNS = ["rank", "model", "dataset", "sample", "threat_model", "eps", "norm", "defense", "worst_top1",
            "worst_top1_ci_low", "worst_top1_ci_high", "verdict", "clean_top1", "defended_clean_top1", "n",
            "attacks", "forward_passes_per_image", "backward_passes_per_image", "seconds_per_image", "run"]
@@ -59,8 +59,9 @@ def collect(folders) -> tuple[list, list[str]]:
 
 def verdict(checks, model: str, defense: str, threat: str, row_verdict=None) -> str:
     """not checked: no evaluation check ran for the row; else the worst-case row's own verdict in one
-    word (holds, repaired, unverified: hbbench.checks.worst_case), or for runs made before it was
-    written, holds when no check failed and unverified when one did."""
+    word (verified, repaired, unverified: hbbench.checks.worst_case; an older run's "holds" reads as
+    verified through hbbench.schema), or for runs made before it was written, verified when no check
+    failed and unverified when one did."""
     if checks is None or checks.empty:
         return "not checked"
     mine = checks[(checks.defense == defense) & (checks.threat_model == threat)]
@@ -68,8 +69,8 @@ def verdict(checks, model: str, defense: str, threat: str, row_verdict=None) -> 
     if (mine.status == "not run").all():
         return "not checked"
     if isinstance(row_verdict, str):
-        return next((word for word in ("holds", "repaired") if row_verdict.startswith(word)), "unverified")
-    return "unverified" if (mine.status == "fail").any() else "holds"
+        return next((word for word in VERIFIED if row_verdict.startswith(word)), "unverified")
+    return "unverified" if (mine.status == "fail").any() else "verified"
 
 
 def run_rows(run) -> list[dict]:

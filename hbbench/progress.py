@@ -37,6 +37,11 @@ def run_with_progress(grid, options):
                                                           f"samples {unit.start}-{unit.stop - 1}")
         elif kind == "defense":
             progress.update(state["current"], description=f"evaluate {cell.defense} ({cell.threat_model})")
+        elif kind == "more":  # remedy cells planned after the grid's: the total grows, never the count past it
+            state["total"] += info["added"]
+            progress.update(state["overall"], total=state["total"])
+            console.print(f"+{info['added']} {info.get('why', 'remedy')} cells (checks failed: "
+                          f"hbbench.checks.remedies)", markup=False, highlight=False)
         elif kind == "shard_done":
             progress.advance(state["overall"])
             state["done"] += 1
@@ -56,24 +61,34 @@ def run_with_progress(grid, options):
             raise
         progress.update(state["current"], visible=False)
     click.echo(summary_markdown(table))
-    _echo_checks(state.get("checks"))
+    _echo_checks(state.get("checks"), _settled(table))
     _echo_verdicts(table)
     console.print(f"wrote {state['run_dir']}/: summary.csv, summary.md, checks.csv, checks.md, manifest.json, cells/")
 
 
+def _settled(table) -> set:
+    """(model, defense, threat model) of each setting whose worst-case rows carry the final verdict
+    (after its remedies): its checks' "unverified:" line would state what came before."""
+    if "verdict" not in table:
+        return set()
+    rows = table[table.verdict.notna() & (table.verdict != "verified")]
+    return {(str(r.model), r.defense, r.threat_model) for r in rows.itertuples()}
+
+
 def _echo_verdicts(table) -> None:
-    """One line per worst-case row whose verdict is not "holds" (hbbench.checks.worst_case)."""
+    """The final line of each setting: one line per worst-case row whose verdict is not "verified"
+    (repaired or unverified: hbbench.checks.worst_case), after the remedies ran."""
     if "verdict" not in table:
         return
-    for r in table[table.verdict.notna() & (table.verdict != "holds")].itertuples():
+    for r in table[table.verdict.notna() & (table.verdict != "verified")].itertuples():
         click.echo(f"worst case {r.defense} under {r.threat_model} at {eps_label(r.eps)} on {r.model}: "
                    f"{r.defended_adv_top1:.2f} — {r.verdict}")
 
 
 def _progress_line(cell, state) -> str:
     elapsed = time.monotonic() - state["t0"]
-    new, left = state["done"] - state["resumed"], state["total"] - state["done"]
-    eta = f", about {_duration(elapsed / new * left)} left" if left else ""
+    new, left = state["done"] - state["resumed"], max(state["total"] - state["done"], 0)
+    eta = f", about {_duration(elapsed / new * left)} left" if left and new > 0 else ""
     eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
     return (f"[{state['done']}/{state['total']}] {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) done; "
             f"{_duration(elapsed)} elapsed{eta}")
@@ -84,7 +99,9 @@ def _duration(seconds: float) -> str:
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def _echo_checks(table) -> None:
+def _echo_checks(table, settled: set = frozenset()) -> None:
+    """The checks' counts and failures; an "unverified:" line only for a setting without a final
+    worst-case line (``settled``: hbbench.progress._settled)."""
     if table is None or table.empty:
         return
     models = list(dict.fromkeys(table.model)) if "model" in table else [None]
@@ -103,4 +120,7 @@ def _echo_checks(table) -> None:
             continue
         on = f" on {model}" if len(models) > 1 else ""
         for (defense, threat), names in failed(table, model).items():
+            if (str(model), defense, threat) in settled or (len(models) == 1 and
+                                                          any(s[1:] == (defense, threat) for s in settled)):
+                continue  # its worst-case line below says what the remedies made of it
             click.echo(f"unverified: {defense} under {threat}{on} — {', '.join(names)} failed")

@@ -8,7 +8,9 @@ Versions:
 - 1: runs written before the manifest recorded a version (up to 2026-12-06). Their spec may name one
   ``model`` instead of ``models``; their checks.csv may lack the ``model`` column (before model grids);
   their summary.csv may lack the pass and time costs per image (before passes were counted).
-- 2: today's layout.
+- 2: today's layout. Runs written before 2026-12-06 say "holds" in summary.csv's ``verdict`` where
+  today's say "verified" (the evaluation's word; "holds" read as a defense outcome too): ``summary``
+  reads it as "verified", so the report and the leaderboard see one word.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """summary.csv with every column today's writes; a cost a run did not record is NaN."""
     if df.empty:
         return df
+    if "verdict" in df and (df.verdict == "holds").any():  # the evaluation's word before "verified"
+        df = df.assign(verdict=df.verdict.replace("holds", "verified"))
     missing = [c for c in COSTS if c not in df]
     return df.assign(**{c: float("nan") for c in missing}) if missing else df
 

@@ -198,10 +198,10 @@ def test_decisive_attack_and_verdict_forms():
     t, f = True, False
     assert decisive({"a": np.array([t, t, f]), "b": np.array([t, f, f])}) == "a"
     assert decisive({"a": np.array([t, f]), "b": np.array([t, f])}) == "—"
-    assert verdict(None, 0.5, 0.5, "a", True) == "holds"
+    assert verdict(None, 0.5, 0.5, "a", True) == "verified"
     cells = expand(SweepSpec.from_dict(dict(attacks=["pgd"], defenses=["jpeg"], threat_models=["bpda"], n=N)))
     assert verdict(Outcome(["zero_gradient"], cells, True, []), 0.81, 0.06, "apgd_dlr (bpda)", True) == \
-        "repaired: 0.81 → 0.06 by apgd_dlr (bpda) (zero_gradient failed)"
+        "repaired after zero_gradient failed: 0.81 → 0.06 by apgd_dlr (bpda)"
     assert verdict(Outcome(["unbounded"], cells[:1], False, []), 0.8, 0.8, "—", True) == \
         "unverified (tried: pgd (bpda); unbounded failed)"
     assert verdict(Outcome(["unbounded"], [], False, []), 0.8, 0.8, "—", False).startswith(

@@ -57,7 +57,8 @@ def test_the_report_puts_it_first_and_every_verdict_says_unverified(random_run):
     assert blocks[0].startswith("# Robustness report")
     assert blocks[1].startswith("> " + UNVERIFIED)  # right under the title, above all else
     assert "random weights" in blocks[2] and "| model | timm:resnet18[weights=random] (random weights) |" in md
-    verdicts = md[md.index("## What holds"):md.index("\n## ", md.index("## What holds"))]
+    head = "## Which defenses help"
+    verdicts = md[md.index(head):md.index("\n## ", md.index(head))]
     lines = [line for line in verdicts.splitlines() if line.startswith("jpeg: ")]
     assert lines == [f"jpeg: {UNVERIFIED}."] * 2  # one per threat model
     worst = md[md.index("| defense | threat model | ε | worst-case top-1"):].split("\n\n")[0]

@@ -60,8 +60,8 @@ def test_saturated_softmax_is_repaired_by_the_logit_loss_attacks(tmp_path, satur
     row = worst(table, "none", "bpda")
     assert {"apgd_dlr (bpda)", "pgd_margin (bpda)"} <= set(row.attack_gradient.removeprefix("worst of: ").split(", "))
     plain = sweep(dict(GRID, defenses=["none"], threat_models=["bpda"]), out=tmp_path, run="plain", checks="none")
-    before = float(row.verdict.split("repaired: ")[1].split(" → ")[0])
-    assert row.verdict.startswith("repaired: ") and "(zero_gradient" in row.verdict, row.verdict
+    before = float(row.verdict.split(" failed: ")[1].split(" → ")[0])
+    assert row.verdict.startswith("repaired after zero_gradient"), row.verdict
     assert before > row.defended_adv_top1  # the masked figure fell
     assert abs(row.defended_adv_top1 - worst(plain, "none", "bpda").defended_adv_top1) <= 0.25 + 1e-9  # one image
     assert "by apgd_dlr (bpda)" in row.verdict or "by pgd_margin (bpda)" in row.verdict  # the remedy that broke most
@@ -73,14 +73,14 @@ def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, plan
     assert statuses(tmp_path / "r", "zero_gradient")[(planted_defense, "adaptive")] == "fail"
     row = worst(table, planted_defense, "adaptive")
     assert {"fgsm (bpda)", "pgd[max_iter=5] (bpda)"} <= set(row.attack_gradient.removeprefix("worst of: ").split(", "))
-    assert row.verdict.startswith("repaired: "), row.verdict
+    assert row.verdict.startswith("repaired after "), row.verdict
     grid_cost = table[(table.defense == planted_defense) & (table.attack != "worst_case")].forward_passes_per_image
     assert row.forward_passes_per_image > grid_cost.sum() > 0  # the remedies' BPDA runs are counted in its cost
     bpda = sweep(dict(GRID, defenses=[planted_defense], threat_models=["bpda"]), out=tmp_path, run="b", checks="none")
     bpda_figure = worst(bpda, planted_defense, "bpda").defended_adv_top1  # the same BPDA cells, same seeds
     assert bpda_figure - 0.25 - 1e-9 <= row.defended_adv_top1 <= bpda_figure  # within one image, never above
-    assert float(row.verdict.split("repaired: ")[1].split(" → ")[0]) > row.defended_adv_top1
-    assert worst(table, "none", "adaptive").verdict == "holds"
+    assert float(row.verdict.split(" failed: ")[1].split(" → ")[0]) > row.defended_adv_top1
+    assert worst(table, "none", "adaptive").verdict == "verified"
 
 
 def test_random_defense_without_eot_is_repaired_by_eot(tmp_path):
@@ -89,13 +89,13 @@ def test_random_defense_without_eot_is_repaired_by_eot(tmp_path):
     assert statuses(tmp_path / "r", "randomized_without_eot")[("noise", "bpda")] == "fail"
     row = worst(table, "noise", "bpda")
     assert "fgsm (bpda[eot=8])" in row.attack_gradient and "pgd[max_iter=2] (bpda[eot=8])" in row.attack_gradient
-    assert row.verdict.startswith("repaired: ") and "randomized_without_eot failed" in row.verdict, row.verdict
+    assert row.verdict.startswith("repaired after ") and "randomized_without_eot failed" in row.verdict, row.verdict
 
 
 def test_honest_settings_run_no_remedy(tmp_path):
     spec = dict(GRID, defenses=["jpeg"], threat_models=["bpda"])
     table = sweep(spec, out=tmp_path, run="r", checks="full", check_samples=2)
-    assert set(table[table.attack == "worst_case"].verdict) == {"holds"}
+    assert set(table[table.attack == "worst_case"].verdict) == {"verified"}
     cells = expand(SweepSpec.from_dict(spec))
     expected = {c.id for c in cells + auxiliary.added_cells(auxiliary.plan(cells, resolve_checks("full")))}
     stored = {p.stem for p in (tmp_path / "r" / "cells").glob("*.json")}

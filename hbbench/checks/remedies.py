@@ -229,13 +229,15 @@ def possible(cells: list[Cell], budgets: CheckBudgets = DEFAULT_BUDGETS) -> list
 
 
 def verdict(outcome: Outcome | None, before: float, after: float, by: str, full: bool) -> str:
-    """The worst-case row's verdict: holds, repaired: <before> -> <after> by <attack> (<checks> failed),
-    or unverified (tried: ...). ``by``: the remedy attack that broke the most images the grid's missed."""
+    """The worst-case row's verdict on the evaluation (can its number be trusted?): verified (no check
+    failed), repaired after <checks> failed: <before> → <after> by <attack>, or unverified (tried: ...).
+    ``by``: the remedy attack that broke the most images the grid's missed. These words are the
+    evaluation's only: the report says what a defense does in others (hbbench.report.verdicts)."""
     if outcome is None:
-        return "holds"
+        return "verified"
     failed = ", ".join(outcome.failed)
     if outcome.repaired:
-        return f"repaired: {before:.2f} → {after:.2f} by {by} ({failed} failed)"
+        return f"repaired after {failed} failed: {before:.2f} → {after:.2f} by {by}"
     if not outcome.tried:
         hint = "" if full else "; --checks full runs the remedies"
         return f"unverified (tried: nothing{hint}; {failed} failed)"

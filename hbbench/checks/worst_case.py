@@ -5,7 +5,7 @@ adaptive also the bpda ones (threat models in the order of what the attacker kno
 a budget (cw, deepfool) are not comparable at an eps and stay out. The remedies' attacks
 (hbbench.checks.remedies) count too: they hold every image. Each row names the attack that broke the
 most images no other attack broke (``decisive_attack``), what all its attacks cost per image, and gives
-the verdict: holds, repaired or unverified."""
+the verdict on the evaluation: verified, repaired or unverified."""
 from __future__ import annotations
 
 import hashlib

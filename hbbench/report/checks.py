@@ -40,13 +40,13 @@ def _decisive(r) -> str:
 
 
 def _verdict(run: Run, r) -> str:
-    """The row's verdict (holds / repaired: ... / unverified (tried: ...)), or for runs before the
+    """The row's verdict (verified / repaired after ... / unverified (tried: ...)), or for runs before the
     remedies, what the checks say."""
     value = getattr(r, "verdict", None)
     if run.checks is None or value is None or pd.isna(value) or run.model_unverified():
         return verification(run, r.defense, r.threat_model)
-    if value == "holds":
-        return "baseline" if r.defense == "none" else f"holds ({verification(run, r.defense, r.threat_model)})"
+    if value == "verified":
+        return "baseline" if r.defense == "none" else f"verified ({verification(run, r.defense, r.threat_model)})"
     return str(value)
 
 
@@ -58,7 +58,8 @@ def worst_case_and_checks(doc: Doc, run: Run):
         doc.para("Worst-case robustness: the share of images that survive every attack of the run at that budget "
                  "(an attacker who knows the defense may also ignore it, so bpda's worst case counts the oblivious "
                  "attacks too, and with --checks full the remedy attacks of failed checks). 'decisive attack' broke "
-                 "the most images no other attack broke. 'repaired' means a check failed and its remedy attacks "
+                 "the most images no other attack broke. The verdict is about the evaluation, not the defense: "
+                 "'verified' means no check failed; 'repaired' means a check failed and its remedy attacks "
                  "answered it (the number includes them); 'unverified' means a check failed and was not answered "
                  "(docs/evaluation.md): the attack behind the number may have been too weak.")
         rows = []

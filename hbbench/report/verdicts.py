@@ -1,5 +1,7 @@
-"""The generated verdicts: per threat model, whether each defense holds once the attack sees it or only
-looks strong obliviously, from summary.csv's defended adversarial top-1."""
+"""The generated defense outcomes: per threat model, whether each defense helps against an attacker who
+sees it, helps only obliviously, or brings no gain, from summary.csv's defended adversarial top-1. Their
+words are the defense's only: verified / repaired / unverified say whether a number can be trusted
+(hbbench.checks.worst_case) and never appear here."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,22 +77,23 @@ def verdict_texts(run: Run, costs: dict) -> dict[str, list[str]]:
             if t != "oblivious" and "oblivious" in run.threat_models:
                 obl, here = mean_gain[(d, "oblivious")], mean_gain[(d, t)]
                 if obl >= HOLD_MIN_GAIN and here < max(HOLD_MIN_GAIN, 0.5 * obl):
-                    text += (f" It only looks strong obliviously: its gain falls from {obl:+.2f} (oblivious) to "
+                    text += (f" It helps only obliviously: its gain falls from {obl:+.2f} (oblivious) to "
                              f"{here:+.2f} once the attack sees it ({t}).")
                 elif here >= HOLD_MIN_GAIN and run.failed_checks(d, t):
-                    text += (f" Unverified under {t}: {', '.join(run.failed_checks(d, t))} failed (docs/evaluation.md), "
-                             f"so its gain {here:+.2f} may come from too weak an attack.")
+                    text += (f" Its gain under {t} is not established: {', '.join(run.failed_checks(d, t))} failed "
+                             f"(docs/evaluation.md), so its gain {here:+.2f} may come from too weak an attack.")
                 elif here >= HOLD_MIN_GAIN:
-                    text += f" It holds under {t}: gain {here:+.2f} here vs {obl:+.2f} oblivious."
+                    text += (f" It helps against an attacker who sees it ({t}): gain {here:+.2f} here vs "
+                             f"{obl:+.2f} oblivious.")
                 else:
-                    text += f" It does not help under either threat model (gain {obl:+.2f} oblivious, {here:+.2f} {t})."
+                    text += f" No gain under either threat model (gain {obl:+.2f} oblivious, {here:+.2f} {t})."
             elif t == "oblivious":
                 text += (" Helps obliviously (against an attacker who ignores it)." if mean_gain[(d, t)] >= HOLD_MIN_GAIN
                          else f" Adds less than {HOLD_MIN_GAIN:.2f} top-1 even obliviously.")
             elif mean_gain[(d, t)] >= HOLD_MIN_GAIN:  # no oblivious cells to compare with
                 failed = run.failed_checks(d, t)
-                text += (f" Unverified under {t}: {', '.join(failed)} failed (docs/evaluation.md)." if failed else
-                         f" It holds under {t}: gain {mean_gain[(d, t)]:+.2f}.")
+                text += (f" Its gain under {t} is not established: {', '.join(failed)} failed (docs/evaluation.md)."
+                         if failed else f" It helps against an attacker who sees it ({t}): gain {mean_gain[(d, t)]:+.2f}.")
             lines.append(text)
         if not defended:
             lines.append("Only the undefended model is in this run.")
@@ -103,12 +106,14 @@ def verdict_texts(run: Run, costs: dict) -> dict[str, list[str]]:
 
 
 def verdicts(doc: Doc, run: Run, costs: dict):
-    doc.heading(2, "What holds and what only looks strong obliviously", "verdicts")
+    doc.heading(2, "Which defenses help against an attacker who sees them, and which only obliviously", "verdicts")
     doc.para(f"Generated from this run's numbers: 'gain' is defended adversarial top-1 minus the undefended "
              f"model's adversarial top-1, in the worst case over the run's attacks where it has several at a "
-             f"budget (else on each attack setting); a defense 'holds' when it keeps a gain of at least "
-             f"{HOLD_MIN_GAIN:.2f} (and half its oblivious gain) under an attack that sees it, and no evaluation "
-             f"check failed for it there (else: 'unverified').")
+             f"budget (else on each attack setting); a defense 'helps against an attacker who sees it' when it keeps a "
+             f"gain of at least {HOLD_MIN_GAIN:.2f} (and half its oblivious gain) under an attack that sees it, and "
+             f"no evaluation check failed for it there (else its gain is not established); it 'helps only "
+             f"obliviously' when that gain is lost once the attack sees it; else 'no gain'. Whether a number can "
+             f"be trusted is the worst-case table's verdict (verified, repaired, unverified), not these words.")
     for t, lines in verdict_texts(run, costs).items():
         doc.heading(3, f"Threat model: {t}")
         for line in lines:
