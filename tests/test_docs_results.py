@@ -67,3 +67,14 @@ def test_the_leaderboard_is_the_docs_table(walked):
 def test_the_python_blocks_print_what_the_doc_shows(walked):
     _, stdout = walked
     assert stdout == "".join(blocks("text"))
+
+
+def test_the_doc_exports_a_run_and_rechecks_it(walked):
+    """The walk-through's `hbbench recheck` exited 0 in `walked`: every example passed its audit and every
+    recomputed top-1 is the run's (a disagreement beyond float noise exits 1)."""
+    commands = doc_commands()
+    export = next(i for i, c in enumerate(commands) if c.startswith("hbbench export"))
+    recheck = next(i for i, c in enumerate(commands) if c.startswith("hbbench recheck"))
+    assert export < recheck and commands[recheck].split()[2] == commands[export].split("--out ")[1].split()[0]
+    cwd, _ = walked
+    assert (cwd / commands[export].split("--out ")[1].split()[0]).is_file()
