@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hbbench import audit
 from hbbench.aggregate import write_summary
 from hbbench.checks import auxiliary, remedies, worst_case
 from hbbench.checks.evidence import Evidence
@@ -256,7 +257,8 @@ def _summarizer(cell):
                 "defense_randomized": any(m["defense_randomized"] for m in metas),
                 "num_classes": metas[0].get("num_classes"),  # None in shards stored before it was kept
                 "gradient_zero_share": sum(m["gradient_zero_share"] * m["n"] for m in metas) / n,
-                **{k: sum(m[k] for m in metas) for k in ("silent_found", "silent_lost") if all(k in m for m in metas)}}
+                **{k: sum(m[k] for m in metas) for k in ("silent_found", "silent_lost") if all(k in m for m in metas)},
+                **audit.summary_facts(metas)}  # audit, audit_reason: its examples as returned (hbbench.audit)
     return summarize_cell
 
 

@@ -78,6 +78,8 @@ def run_rows(run) -> list[dict]:
     attack's row where it has one attack at that budget. Attacks without a budget are left out."""
     summary, sample, finished = run.summary, run.sample, run.manifest.get("finished") or ""
     cells = summary[(summary.attack != "worst_case") & summary.eps.notna()]
+    if "audit" in cells:  # a cell whose examples failed the audit (hbbench.audit) is compared with nothing
+        cells = cells[cells.audit != "invalid"]
     worst = summary[summary.attack == "worst_case"]
     out = []
     for (model, defense, threat, eps), group in cells.groupby(["model", "defense", "threat_model", "eps"], sort=False):

@@ -47,6 +47,8 @@ def run_with_progress(grid, options):
             state["done"] += 1
             if not console.is_terminal:  # logs, CI, nohup: one flushed line per cell instead of a bar
                 click.echo(_progress_line(cell, state), err=True)
+            if (info.get("summary") or {}).get("audit") == "invalid":  # hbbench.audit: one line per invalid cell
+                console.print(_invalid_line(cell, info["summary"]), markup=False, highlight=False, soft_wrap=True)
         elif kind == "checks":
             state["checks"] = info["table"]
         elif kind == "damaged":  # one line per damaged or foreign file found on resume
@@ -92,6 +94,14 @@ def _progress_line(cell, state) -> str:
     eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
     return (f"[{state['done']}/{state['total']}] {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) done; "
             f"{_duration(elapsed)} elapsed{eta}")
+
+
+def _invalid_line(cell, summary: dict) -> str:
+    """The line of a cell whose examples failed the audit (hbbench.audit): what it left out and why."""
+    eps = "" if cell.eps is None else f" eps={eps_label(cell.eps)}"
+    return (f"invalid: {cell.attack}{eps} x {cell.defense} ({cell.threat_model}) returned examples outside the "
+            f"rules ({summary.get('audit_reason')}); left out of the worst case and the comparisons "
+            "(check budget)")
 
 
 def _duration(seconds: float) -> str:

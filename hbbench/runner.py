@@ -11,8 +11,8 @@ from typing import Callable
 
 import pandas as pd
 
-from hbbench import probes
-from hbbench.attacks import attack_norm
+from hbbench import audit, probes
+from hbbench.attacks import attack_norm, has_budget
 from hbbench.attacks.early_stop import keeps_best_iterate
 from hbbench.classifier import resolve_device
 from hbbench.defenses import attacker_preprocessors
@@ -111,6 +111,9 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
     with count_passes(ctx.classifier.model) as passes:  # the network every attacked classifier shares
         x_adv = craft(first, ctx, x, y, unit.shard, attacked, unit.best_iterate)
     attack_seconds = time.perf_counter() - t0
+    # the examples as returned, before they are scored: finite, in range, inside the budget (hbbench.audit)
+    audited = audit.shard_facts(x, x_adv, first.eps if has_budget(first.attack_name) else None,
+                                attack_norm(first.attack_name, dict(first.attack_params)))
     adv_probs = ctx.predict(x_adv)
     kept = select_examples(unit.start, unit.stop, unit.save_examples)
     examples = {"sample": unit.start + kept, "sample_id": [ids[i] for i in kept], "x_adv": x_adv[kept]} \
@@ -123,7 +126,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         _, gradient = attacker_preprocessors(defense, cell.threat_model, device_type)
         randomized = is_random(cell, ctx, x)
         found = {"defense_randomized": randomized, "gradient_zero_share": zero_share,
-                 "num_classes": ds.num_classes}  # chance level of the model_sanity check
+                 "num_classes": ds.num_classes, **audited}  # chance level of the model_sanity check
         t0 = time.perf_counter()
         if defense is None:
             def_clean, def_adv = clean_probs, adv_probs

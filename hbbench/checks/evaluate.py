@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hbbench.attacks import ATTACKS
 from hbbench.checks import CHECKS, sanity  # noqa: F401  (model_sanity registers first: it comes before the rest)
+from hbbench.checks import budget  # noqa: F401  (then the audit and budget use: budget, budget_use, budget_explored)
 from hbbench.checks import binarization as B
 from hbbench.checks.auxiliary import is_iterative_gradient
 from hbbench.checks.evidence import Evidence

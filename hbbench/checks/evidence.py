@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from hbbench.audit import is_invalid
 from hbbench.execution import Context
 from hbbench.spec import Cell
 
@@ -45,6 +46,23 @@ class Evidence:
 
     def done(self, cell: Cell) -> bool:
         return cell.id in self.summaries
+
+    def invalid(self, cell: Cell) -> bool:
+        """Whether ``cell``'s examples failed the audit (hbbench.audit): outside the budget, the pixel range,
+        or not finite."""
+        return is_invalid(self.summaries.get(cell.id))
+
+    def valid_only(self) -> "Evidence":
+        """This evidence without the cells whose examples failed the audit, in the grid and beside it: what
+        every comparison and the worst case read (the ``budget`` check alone reads them)."""
+        bad = {cid for cid, s in self.summaries.items() if is_invalid(s)}
+        if not bad:
+            return self
+        return replace(self, cells=[c for c in self.cells if c.id not in bad],
+                       auxiliary={check: [(a, b) for a, b in pairs if a.id not in bad]
+                                  for check, pairs in self.auxiliary.items()},
+                       summaries={cid: s for cid, s in self.summaries.items() if cid not in bad},
+                       _records=self._records)
 
     def per_model(self) -> list["Evidence"]:
         """This evidence split by model: checks and the worst case compare cells of one model only."""

@@ -26,10 +26,11 @@ import numpy as np
 
 from hbbench.attacks import ATTACKS, attack_norm
 from hbbench.checks import CHECKS, evaluate  # noqa: F401  (registers the checks whose remedies are planned here)
-from hbbench.checks import auxiliary, binarization
+from hbbench.checks import auxiliary, binarization, budget
 from hbbench.checks.auxiliary import is_iterative_gradient, with_attack
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
+from hbbench.checks.table import AUDIT_CHECK
 from hbbench.options import DEFAULT_BUDGETS, CheckBudgets
 from hbbench.threats import get_threat_model
 from hbbench.spec import Cell
@@ -104,7 +105,8 @@ def _square(cells: list[Cell], _round: int, budgets: CheckBudgets) -> list[Cell]
             for (eps, norm), c in _budgets(cells).items()]
 
 
-KINDS = {"gradient": _gradient, "eot": _eot, "restarts": _restarts, "square": _square}
+KINDS = {"gradient": _gradient, "eot": _eot, "restarts": _restarts, "square": _square,
+         "budget": budget.remedy_cells}  # budget_use, budget_explored: the default step, 4x iterations, restarts
 
 
 def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set,
@@ -137,9 +139,10 @@ def outcomes(ev: Evidence, table, remedies: bool = True, budgets: CheckBudgets =
     checks table and what the run directory holds. ``todo`` names the remedy cells to run next; the
     caller runs them and asks again (at most two rounds). ``remedies=False``: none planned."""
     out = {}
-    for one in ev.per_model():
+    for one in ev.valid_only().per_model():  # an invalid cell is neither repeated nor compared
         label = one.cells[0].model_label or one.cells[0].model
-        rows = table[(table.status == "fail") & (table.model == label)]
+        # an invalid cell (the audit, ``budget``) is already out of the worst case: no remedy answers it
+        rows = table[(table.status == "fail") & (table.model == label) & (table.check != AUDIT_CHECK)]
         for (defense, threat), checks in rows.groupby(["defense", "threat_model"], sort=False)["check"]:
             cells = _attacks(one.groups("defense", "threat_model").get((defense, threat), []))
             failed = list(dict.fromkeys(checks))

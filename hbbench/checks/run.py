@@ -25,6 +25,9 @@ def resolve_checks(text: str | None) -> tuple[str, ...]:
 
 
 def check_table(ev: Evidence, names) -> pd.DataFrame:
+    """Each check's rows over each model's evidence. A cell whose examples failed the audit (hbbench.audit)
+    stays out of every comparison: only a check registered with ``audit=True`` (``budget``) sees it."""
     rows = [{**r, "cost": entry.meta["cost"]} for one in ev.per_model() for name in names
-            for entry in [CHECKS.resolve(name)[0]] for r in entry.factory(one)]
+            for entry in [CHECKS.resolve(name)[0]]
+            for r in entry.factory(one if entry.meta.get("audit") else one.valid_only())]
     return pd.DataFrame(rows, columns=COLUMNS)

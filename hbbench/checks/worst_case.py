@@ -28,7 +28,8 @@ def _knows(threat: str) -> int:
 def rows(ev: Evidence, found: dict | None = None, full: bool = False) -> list[dict]:
     """``found``: the remedies' outcomes (hbbench.checks.remedies.outcomes); ``full``: whether the
     remedies could run (--checks full)."""
-    return [r for one in ev.per_model() for r in _rows(one, found or {}, full)]
+    # a cell whose examples failed the audit (hbbench.audit: outside the budget, the range, not finite) is left out
+    return [r for one in ev.valid_only().per_model() for r in _rows(one, found or {}, full)]
 
 
 def decisive(fooled: dict[str, np.ndarray]) -> str:
