@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from art.attacks import evasion as E
 
+from hbbench.attacks.autoattack_torch import AutoAttackTorch
 from hbbench.attacks.cw_torch import CarliniWagnerL2Torch
 from hbbench.attacks.early_stop import EarlyStopPGD
 from hbbench.attacks.registry import ATTACKS
@@ -136,12 +137,41 @@ def apgd(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_it
                                           batch_size=batch_size, loss_type="cross_entropy", verbose=False)
 
 
-@ATTACKS.register("autoattack", "AutoAttack (Croce & Hein): ART's ensemble of APGD-CE, APGD-DLR, "
-                  "DeepFool and Square; slow",
+@ATTACKS.register("autoattack", "AutoAttack (Croce & Hein 2020) as its authors and RobustBench run it. version=standard: "
+                  "APGD-CE, APGD-T (9 target classes), FAB-T (9 targets), Square (5,000 queries), each on the images "
+                  "the earlier ones left robust; version=rand (randomized defenses): APGD-CE and APGD-DLR with EoT 20. "
+                  "n_iter, n_target_classes, n_queries: the authors' 100, 9, 5000 (smaller for tests); slow",
                   norm="inf", budget=True, gradient=True)
-def autoattack(classifier, eps: float = 4 / 255, eps_step: float | None = None, norm: str = "inf",
-               batch_size: int = 32):
-    return E.AutoAttack(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step), batch_size=batch_size)
+def autoattack(classifier, eps: float = 4 / 255, norm: str = "inf", version: str = "standard", n_iter: int = 100,
+               n_target_classes: int = 9, n_queries: int = 5000, eot_iter: int | None = None, batch_size: int = 32):
+    if eps <= 0:
+        raise HBBenchError(f"eps must be > 0, got {eps}")
+    if version not in ("standard", "rand"):
+        raise HBBenchError(f"autoattack's version must be standard or rand, got '{version}'")
+    return AutoAttackTorch(classifier, eps=eps, norm=canonical_norm(norm), version=version, n_iter=n_iter,
+                           n_target_classes=n_target_classes, n_queries=n_queries, eot_iter=eot_iter,
+                           batch_size=batch_size)
+
+
+@ATTACKS.register("autoattack_art", "ART's AutoAttack with ART's default ensemble (APGD-CE and APGD-DLR with 5 "
+                  "restarts, DeepFool, Square with 5 restarts): not the authors' standard version, its figures are "
+                  "not comparable to the leaderboards (use autoattack); max_iter, square_max_iter: ART's 100, 5000",
+                  norm="inf", budget=True, gradient=True)
+def autoattack_art(classifier, eps: float = 4 / 255, eps_step: float | None = None, norm: str = "inf",
+                   max_iter: int = 100, nb_random_init: int = 5, square_max_iter: int = 5000, batch_size: int = 32):
+    n, step = _norm(norm), _step(eps, eps_step)
+    ensemble = [  # ART's default list (art.attacks.evasion.AutoAttack, 1.20), with its budgets as parameters
+        E.AutoProjectedGradientDescent(classifier, norm=n, eps=eps, eps_step=step, max_iter=max_iter, targeted=False,
+                                       nb_random_init=nb_random_init, batch_size=batch_size,
+                                       loss_type="cross_entropy", verbose=False),
+        E.AutoProjectedGradientDescent(classifier, norm=n, eps=eps, eps_step=step, max_iter=max_iter, targeted=False,
+                                       nb_random_init=nb_random_init, batch_size=batch_size,
+                                       loss_type="difference_logits_ratio", verbose=False),
+        E.DeepFool(classifier, max_iter=max_iter, epsilon=1e-3, nb_grads=10, batch_size=batch_size, verbose=False),
+        E.SquareAttack(classifier, norm=n, max_iter=square_max_iter, eps=eps, p_init=0.8, nb_restarts=nb_random_init,
+                       batch_size=batch_size, verbose=False),
+    ]
+    return E.AutoAttack(classifier, norm=n, eps=eps, eps_step=step, attacks=ensemble, batch_size=batch_size)
 
 
 @ATTACKS.register("square", "SquareAttack: score-based black-box random search (no gradients)",
