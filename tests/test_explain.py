@@ -75,10 +75,10 @@ def test_explain_cli_takes_a_plugins_model_with_parameters(tmp_path):
 def test_explain_crafts_a_transfer_example_with_every_step(tmp_path, monkeypatch):
     """Row 2 is an oblivious example: crafted on the undefended model, shown through HeatBlur. It runs
     every step (make_attack's early stop on an undefended classifier would weaken the transfer)."""
-    import hbbench.attacks
+    import hbbench.explain
 
     made = []
-    real = hbbench.attacks.make_attack
-    monkeypatch.setattr(hbbench.attacks, "make_attack", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    real = hbbench.explain.make_attack
+    monkeypatch.setattr(hbbench.explain, "make_attack", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
     explain(0, dataset="imagenet-samples", out=tmp_path / "t.png", attack_iters=1, top_k=1, dpi=40)
     assert [(a.early_stop, a.best_iterate) for a in made] == [(False, False)]
