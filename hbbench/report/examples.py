@@ -5,7 +5,6 @@ again; the clean images are read from the run's dataset. Only the Heat-and-Blur 
 (its heatmaps are the model's gradients), on the run's stored example of image #0."""
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import tempfile
 from pathlib import Path
@@ -189,10 +188,7 @@ def heatblur_explain(doc: Doc, run: Run, label: str, base, device: str):
                      "did not keep it.")
             return
         # The figure runs the model (ART, captum): imported only when drawn, so a report without it stays fast.
-        figure = importlib.import_module("hbbench.explain_figure")
-        classifier = importlib.import_module("hbbench.classifier")
-        defenses = importlib.import_module("hbbench.defenses")
-        models = importlib.import_module("hbbench.models")
+        from hbbench import classifier, defenses, explain_figure as figure, models  # lazy: torch and ART
         ds = _dataset(run)
         clf = classifier.make_classifier(models.load_model(model_name), device=device)
         hb = defenses.make_defense("heatblur", clf, **parse_item(label)[1])
