@@ -1,10 +1,10 @@
 """Attacks: named presets of ART's evasion attacks in one registry."""
-from hbbench.attacks import presets  # noqa: F401  (registers the presets)
+from hbbench.attacks import presets, without_gradient  # noqa: F401  (register the presets)
 from hbbench.attacks.early_stop import TRANSFER
-from hbbench.attacks.presets import canonical_norm
+from hbbench.attacks.presets import MarginLoss, canonical_norm
 from hbbench.attacks.registry import ATTACKS
 
-__all__ = ["ATTACKS", "TRANSFER", "attack_norm", "has_budget", "make_attack"]
+__all__ = ["ATTACKS", "MarginLoss", "TRANSFER", "attack_norm", "has_budget", "make_attack"]
 
 
 def has_budget(name: str) -> bool:

@@ -197,7 +197,7 @@ def hopskipjump(classifier, max_iter: int = 10, max_eval: int = 1000, init_eval:
 
 @ATTACKS.register("apgd_dlr", "AutoProjectedGradientDescent with the DLR loss (Croce & Hein 2020): a ratio "
                   "of logit differences, invariant to the logits' scale, so a saturated softmax cannot mask it",
-                  norm="inf", budget=True, gradient=True)
+                  norm="inf", budget=True, gradient=True, loss="logits")
 def apgd_dlr(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 20,
              nb_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return E.AutoProjectedGradientDescent(classifier, norm=_norm(norm), eps=eps, eps_step=_step(eps, eps_step),
@@ -207,7 +207,7 @@ def apgd_dlr(classifier, eps: float = 4 / 255, eps_step: float | None = None, ma
 
 @ATTACKS.register("pgd_margin", "ProjectedGradientDescent on the C&W margin loss (max other logit - true "
                   "logit, Carlini & Wagner 2017) instead of cross-entropy: no softmax to saturate",
-                  norm="inf", budget=True, gradient=True)
+                  norm="inf", budget=True, gradient=True, loss="logits")
 def pgd_margin(classifier, eps: float = 4 / 255, eps_step: float | None = None, max_iter: int = 10,
                num_random_init: int = 1, norm: str = "inf", batch_size: int = 32):
     return pgd(with_loss(classifier, MarginLoss()), eps=eps, eps_step=eps_step, max_iter=max_iter,

@@ -36,7 +36,8 @@ from hbbench.integrity import DAMAGED, FOREIGN, inspect_cells
 from hbbench.options import CheckBudgets, SweepOptions
 from hbbench.plugins import refuse_changed as refuse_changed_plugins
 from hbbench.preflight import preflight
-from hbbench.models import model_weights, random_weights_note
+from hbbench.models import MODELS, model_weights, random_weights_note
+from hbbench.parsing import parse_item
 from hbbench.passes import cost_per_image
 from hbbench.records import summarize
 from hbbench.execution import get_context
@@ -94,6 +95,8 @@ def _plan(grid: Grid, options: SweepOptions, store: RunStore) -> Plan:
     get_executor(options.executor)  # an unknown name is refused before anything is loaded
     check_names = resolve_checks(options.checks)
     budgets = options.check_budgets
+    if budgets.surrogate:  # a transfer remedy's model: an unknown name is refused before any work
+        MODELS.resolve(parse_item(budgets.surrogate)[0])
     if options.require_finished:
         _refuse_unfinished(store, grid)
         budgets = CheckBudgets.from_record(store.read_manifest().get("check_budgets"))  # `check` keeps the run's

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from hbbench.errors import HBBenchError
 from hbbench.labels import param_label
-from hbbench.options import SweepOptions
+from hbbench.options import CheckBudgets, SweepOptions
 from hbbench.spec import SweepSpec
 from hbbench.threats import THREAT_MODELS
 
@@ -128,9 +128,11 @@ SWEEP_FLAGS = {"attacks": "attacks", "defense": "defenses", "model": "models", "
 @click.option("--save-examples", default="4", show_default=True, metavar="N|all|0",
               help="Adversarial examples each cell stores (float32, as crafted; the run's first N images): the "
               "report's panels and `hbbench export` read them. 0.2-0.4 MB per 224 px image (compressed, lossless).")
+@click.option("--surrogate", default=None, help="A model (hbbench list models) the remedies may craft transfer "
+              "examples on, where every gradient of the model under test is masked (--checks full).")
 @click.pass_context
 def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, executor, workers, address,
-          loader_workers, threads, checks, check_samples, save_examples, **flags):
+          loader_workers, threads, checks, check_samples, save_examples, surrogate, **flags):
     """Run an attack x defense x budget x threat-model grid, then check its attacks; resumable, one file
     per finished cell."""
     from hbbench import grid as grids, progress  # lazy
@@ -144,7 +146,7 @@ def sweep(ctx, out, run_name, config, weights, download, trust_checkpoint, execu
                    dataset_options=dict(download=download or None))
     options = SweepOptions(out=out, run=run_name, executor=executor, workers=workers, address=address,
                            loader_workers=loader_workers, threads=threads, checks=checks, check_samples=check_samples,
-                           save_examples=save_examples)
+                           save_examples=save_examples, check_budgets=CheckBudgets(surrogate=surrogate))
     _with_sigterm(progress.run_with_progress, grid, options)
 
 

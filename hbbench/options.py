@@ -35,12 +35,20 @@ class CheckBudgets:
     remedy_iter_factor: int = 4  # not_converged's remedy: the iterations times this...
     remedy_restarts: int = 5  # ...with this many random restarts (Croce & Hein 2020 restart APGD 5 times)
     remedy_eot: tuple[int, int] = (8, 16)  # EoT draws per round: Athalye et al. 2018 use tens; 8 averages most noise out
+    # where every loss of the model is masked (second round): HopSkipJump's iterations and queries per
+    # gradient estimate (ART's defaults are 50 and 10,000: a CPU-sized budget), and the transfer remedy's
+    # surrogate model (--surrogate; None: no transfer)
+    remedy_hsj_iters: int = 20
+    remedy_hsj_evals: int = 1000
+    surrogate: str | None = None
 
     def __post_init__(self):
         counts = (self.square_queries, self.remedy_square_queries, self.remedy_iter_factor, self.remedy_restarts,
-                  *self.remedy_eot)
+                  *self.remedy_eot, self.remedy_hsj_iters, self.remedy_hsj_evals)
         if len(self.remedy_eot) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in counts):
             raise HBBenchError(f"check budgets must be positive integers (remedy_eot: one per round, two), got {self}")
+        if self.surrogate is not None and (not isinstance(self.surrogate, str) or not self.surrogate.strip()):
+            raise HBBenchError(f"--surrogate names a model (hbbench list models), got {self.surrogate!r}")
 
     def record(self) -> dict:
         """The manifest's ``check_budgets``: only the fields that differ from the defaults."""

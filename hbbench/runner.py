@@ -12,9 +12,9 @@ from typing import Callable
 import pandas as pd
 
 from hbbench import audit, probes
-from hbbench.attacks import attack_norm, has_budget
+from hbbench.attacks import ATTACKS, MarginLoss, attack_norm, has_budget
 from hbbench.attacks.early_stop import keeps_best_iterate
-from hbbench.classifier import resolve_device
+from hbbench.classifier import resolve_device, with_loss
 from hbbench.defenses import attacker_preprocessors
 from hbbench.examples_store import select as select_examples
 from hbbench.execution import attacked_classifier, craft, defend, get_context, is_random, make_cell_defense
@@ -101,9 +101,13 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
 
     attacked = attacked_classifier(first, ctx)
     # Probes run before craft and defend set their seeds, so every result is as it would be without them.
-    key = ("zero gradient", first.attack_target, unit.start, unit.stop)
+    # The gradient probed is the attack's own: a logit-loss attack (APGD-DLR, the margin loss) follows
+    # the logits' differences, which a saturated softmax leaves intact and a one-hot output does not.
+    loss = ATTACKS.resolve(first.attack_name)[0].meta.get("loss", "cross-entropy")
+    key = ("zero gradient", first.attack_target, loss, unit.start, unit.stop)
     if key not in ctx.probes:
-        ctx.probes[key] = probes.zero_gradient_share(attacked, x, y, batch_size)
+        probed = with_loss(attacked, MarginLoss()) if loss == "logits" else attacked
+        ctx.probes[key] = probes.zero_gradient_share(probed, x, y, batch_size)
     zero_share = ctx.probes[key]
 
     on_event("attack", cell=first, unit=unit)

@@ -15,7 +15,18 @@ Remedy kinds:
 - ``eot``: the same attacks with EoT over 8 draws (16 in the second round).
 - ``restarts``: the iterative attacks with 4x the iterations and 5 random restarts.
 - ``square``: SquareAttack with 1,000 queries on every image.
-The second round applies ``restarts`` to the first round's iterative remedies and doubles EoT.
+Where several checks fail, the kinds compose: ``gradient`` with ``eot`` also plans the gradient
+remedies with EoT (BPDA *and* EoT for a random defense without a gradient). The second round applies
+``restarts`` to the first round's iterative remedies and doubles EoT; where the masking is in the model,
+it adds the attacks that use no gradient of it (hbbench.attacks.without_gradient): HopSkipJump at the
+budget, and a transfer from the surrogate model ``--surrogate`` names.
+
+Repaired on evidence, not on a remedy's kind: a failed ``zero_gradient`` or ``unbounded`` is answered
+only by a remedy shown to work where the grid's gradient did not: a gradient remedy whose own gradient
+(its own loss, through the same path) is zero on at most 20% of the images and whose unbounded twin (the
+same attack over the whole pixel range) leaves at most 1% correct; or a gradient-free remedy that breaks
+the setting (at most ``BROKEN_TOP1`` correct), since such an attack only bounds robustness from above.
+With a random defense, a gradient remedy must also average over EoT draws.
 These budgets are the defaults of ``hbbench.options.CheckBudgets`` (``SweepOptions.check_budgets``).
 """
 from __future__ import annotations
@@ -27,7 +38,8 @@ import numpy as np
 from hbbench.attacks import ATTACKS, attack_norm
 from hbbench.checks import CHECKS, evaluate  # noqa: F401  (registers the checks whose remedies are planned here)
 from hbbench.checks import auxiliary, binarization, budget
-from hbbench.checks.auxiliary import is_iterative_gradient, with_attack
+from hbbench.checks.auxiliary import UNBOUNDED_PGD, is_iterative_gradient, with_attack
+from hbbench.checks.evaluate import UNBOUNDED_MAX_TOP1, ZERO_GRADIENT_FAIL
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.checks.table import AUDIT_CHECK
@@ -39,7 +51,7 @@ ROUNDS = 2  # a setting still failing after the second round stays unverified
 REMEDY = "remedy"  # the key of the remedies' cells in Evidence.auxiliary
 LOGIT_LOSSES = ("apgd_dlr", "pgd_margin")  # attacks whose loss does not go through the softmax
 PROBE_CHECKS = ("zero_gradient", "unbounded")  # checks of the grid's gradient itself, not of its outcome
-ZERO_GRADIENT_OK = 0.2  # hbbench.checks.evaluate.ZERO_GRADIENT_FAIL: a remedy's own gradient must pass
+BROKEN_TOP1 = 0.1  # a gradient-free remedy verifies a break: at most this robust top-1 is left
 
 
 @dataclass
@@ -109,16 +121,63 @@ KINDS = {"gradient": _gradient, "eot": _eot, "restarts": _restarts, "square": _s
          "budget": budget.remedy_cells}  # budget_use, budget_explored: the default step, 4x iterations, restarts
 
 
+def _with_eot(cells: list[Cell], draws: int) -> list[Cell]:
+    """``cells`` whose threat model crafts against the defense, with EoT over ``draws`` draws."""
+    out = []
+    for c in cells:
+        threat = get_threat_model(c.threat_model)
+        if threat.crafted_against_defense:
+            out.append(replace(c, threat_model=f"{threat.name}[eot={draws}]"))
+    return out
+
+
+def _without_gradient(cells: list[Cell], budgets: CheckBudgets) -> list[Cell]:
+    """Where every loss of the model may be masked (the masking is in the model): attacks at the
+    grid's L-inf budgets that use no gradient of it."""
+    threat = get_threat_model(cells[0].threat_model)
+    if cells[0].defense_name != "none" and threat.gradient == "true":
+        return []  # the masking is in the defense: BPDA answers it
+    out = []
+    for (eps, norm), c in _budgets(cells).items():
+        if norm != "inf":
+            continue
+        out.append(with_attack(c, "hsj_eps", {"max_iter": budgets.remedy_hsj_iters,
+                                              "max_eval": budgets.remedy_hsj_evals}, eps))
+        if budgets.surrogate:
+            out.append(with_attack(c, "transfer_pgd", {"surrogate": budgets.surrogate}, eps))
+    return out
+
+
+def twin(cell: Cell) -> Cell:
+    """A gradient remedy's unbounded twin: the same attack, loss and threat model over the whole pixel
+    range (the ``unbounded`` check's budget and steps): whether its gradient leads anywhere."""
+    params = dict(cell.attack_params)
+    entry = ATTACKS.resolve(cell.attack_name)[0]
+    for key, value in UNBOUNDED_PGD.items():
+        if key in entry.params and key != "eps":
+            params[key] = value
+    if "nb_random_init" in entry.params:
+        params["nb_random_init"] = 1
+    return with_attack(cell, cell.attack_name, params, UNBOUNDED_PGD["eps"])
+
+
+def _twins(remedies: list[Cell]) -> list[Cell]:
+    return [twin(c) for c in remedies if ATTACKS.resolve(c.attack_name)[0].meta["gradient"]]
+
+
 def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set,
            budgets: CheckBudgets) -> list[Cell]:
     """Round 1: each kind on the setting's attacks. Round 2: restarts on round 1's iterative remedies
     that had none, and EoT doubled."""
     if round_ == 1:
         planned = [r for kind in kinds for r in KINDS[kind](cells, 1, budgets)]
+        if "gradient" in kinds and "eot" in kinds:  # both failed: the gradient remedies with EoT too
+            planned += _with_eot(_gradient(cells, 1, budgets), budgets.remedy_eot[0])
     else:
         planned = _restarts([c for c in previous if not dict(c.attack_params).get("num_random_init", 0) > 1
                              and not dict(c.attack_params).get("nb_random_init", 0) > 1], 2, budgets)
         planned += _eot(cells, 2, budgets) if "eot" in kinds else []
+        planned += _without_gradient(cells, budgets) if "gradient" in kinds else []
     return list({c.id: c for c in planned if c.id not in known}.values())
 
 
@@ -154,11 +213,12 @@ def outcomes(ev: Evidence, table, remedies: bool = True, budgets: CheckBudgets =
 def _settle(ev: Evidence, failed: list[str], cells: list[Cell], budgets: CheckBudgets) -> Outcome:
     kinds = list(dict.fromkeys(k for name in failed for k in CHECKS.resolve(name)[0].meta.get("remedy", ())))
     known = {c.id for c in ev.cells}
+    probed = any(name in PROBE_CHECKS for name in failed)  # the remedies' gradients must show they work
     tried: list[Cell] = []
     for round_ in range(1, ROUNDS + 1):
         new = _round(kinds, cells, tried, round_, known | {c.id for c in tried}, budgets)
         tried += new
-        missing = [c for c in new if not ev.done(c)]
+        missing = [c for c in new + (_twins(new) if probed else []) if not ev.done(c)]
         if missing:
             return Outcome(failed, tried, False, missing)
         if _answered(ev, failed, cells, tried):
@@ -166,8 +226,24 @@ def _settle(ev: Evidence, failed: list[str], cells: list[Cell], budgets: CheckBu
     return Outcome(failed, tried, False, [])
 
 
+def _works(ev: Evidence, remedy: Cell, random_defense: bool) -> bool:
+    """Whether ``remedy`` is shown to work where the grid's gradient did not (the module's docstring)."""
+    if not ev.done(remedy):
+        return False
+    if not ATTACKS.resolve(remedy.attack_name)[0].meta["gradient"]:  # bounds robustness from above only
+        return 1 - ev.fooled(remedy, on="defended").mean() <= BROKEN_TOP1
+    if random_defense and get_threat_model(remedy.threat_model).eot == 1:
+        return False  # one draw of a random defense is not its gradient
+    if ev.summaries[remedy.id].get("gradient_zero_share", 1) > ZERO_GRADIENT_FAIL:
+        return False  # its own loss's gradient is masked too
+    unbounded = twin(remedy)
+    return ev.done(unbounded) and 1 - ev.fooled(unbounded, on="defended").mean() <= UNBOUNDED_MAX_TOP1
+
+
 def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list[Cell]) -> bool:
-    """Whether the setting passes its failed checks again with the remedies beside its attacks."""
+    """Whether the setting passes its failed checks again with the remedies beside its attacks, each
+    failed check answered by evidence (where several failed, one remedy must answer them together)."""
+    random_defense = "randomized_without_eot" in failed
     for name in failed:
         if name == "randomized_without_eot":
             eot = [c for c in remedies if get_threat_model(c.threat_model).eot > 1]
@@ -176,10 +252,8 @@ def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list
                 return False
         elif name == "binarization" and not _binarization_passes(ev, cells, remedies):
             return False
-        elif name in PROBE_CHECKS and not any(c.attack_name in LOGIT_LOSSES or
-                                              ev.summaries[c.id].get("gradient_zero_share", 1) <= ZERO_GRADIENT_OK
-                                              for c in remedies):
-            return False  # every remedy follows the same masked gradient
+        elif name in PROBE_CHECKS and not any(_works(ev, c, random_defense) for c in remedies):
+            return False  # no remedy is shown to work where the grid's gradient did not
     return not _beaten(ev, cells, remedies)
 
 
@@ -225,7 +299,8 @@ def possible(cells: list[Cell], budgets: CheckBudgets = DEFAULT_BUDGETS) -> list
         groups.setdefault((c.model_key, c.defense, c.threat_model), []).append(c)
     for group in groups.values():
         first = _round(kinds, group, [], 1, set(), budgets)
-        for c in first + _round(kinds, group, first, 2, set(), budgets):
+        second = _round(kinds, group, first, 2, set(), budgets)
+        for c in first + second + _twins(first + second):
             out.setdefault(c.id, c)
     grid = {c.id for c in cells}
     return [c for c in out.values() if c.id not in grid]
