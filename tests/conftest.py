@@ -1,8 +1,13 @@
 import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from click.testing import CliRunner
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -46,3 +51,211 @@ def top1(classifier, x, y) -> float:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# --- shared helpers (issue 31): the tiny plugin model, the in-process CLI, planted defenses ----------
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PLUGIN = str(ROOT / "examples" / "tiny_cnn.py")
+TINY_MODEL = "tiny_cnn[weights=random]"  # the example plugin's untrained CNN: seeded, cheap, every image wrong
+# The fast tier's grid: the tiny CNN on 2 of the ``tiny_data`` images (a SweepSpec mapping; ``tiny_flags``: the CLI's).
+TINY = dict(models=[TINY_MODEL], plugins=[TINY_PLUGIN], n=2, batch_size=2, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """'npz:PATH': the first four embedded ImageNet images (224 px) labelled with the tiny CNN's own
+    predictions, so the untrained model classifies every one (clean top-1 1.0, model_sanity passes)
+    and an attack has something to flip."""
+    from hbbench.classifier import make_classifier
+    from hbbench.datasets import load_dataset
+    from hbbench.models import load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    x = load_dataset("imagenet-samples", n=4).x
+    y = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu").predict(x).argmax(1)
+    path = tmp_path_factory.mktemp("tiny-data") / "tiny4.npz"
+    np.savez(path, x=x, y=y.astype(np.int64))
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_data) -> dict:
+    return dict(TINY, dataset=tiny_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_flags(tiny_data) -> list[str]:
+    return ["--plugin", TINY_PLUGIN, "--model", TINY_MODEL, "--data", tiny_data, "--n", "2", "--batch-size", "2",
+            "--device", "cpu", "--seed", "0"]
+
+
+def small_budgets():
+    """Check and remedy budgets a test can afford (the defaults: hbbench.options.CheckBudgets)."""
+    from hbbench.options import CheckBudgets
+
+    return CheckBudgets(square_queries=10, remedy_square_queries=20, remedy_iter_factor=2, remedy_restarts=2,
+                        remedy_eot=(2, 3), remedy_hsj_iters=2, remedy_hsj_evals=20)
+
+
+def cli_runner() -> CliRunner:
+    """stdout and stderr apart: click >= 8.2 always keeps them apart, 8.1 needs mix_stderr=False."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def invoke(*args) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of `hbbench ARGS` run in-process; fails on any traceback."""
+    from hbbench.cli import main
+
+    result = cli_runner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout, result.stderr.strip().splitlines()
+
+
+@contextmanager
+def registered(source: str = "tests"):
+    """Entries registered inside this block, through the registries' public scoping, are removed after it."""
+    from hbbench.registry import registering_as, unregister_source
+
+    try:
+        with registering_as(source):
+            yield
+    finally:
+        unregister_source(source)
+
+
+class Rounding(PreprocessorPyTorch):
+    """Correct forward (colours rounded to 16 levels), useless gradient: torch.round's is zero."""
+
+    def __init__(self):
+        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
+
+    def forward(self, x, y=None):
+        return torch.round(x * 15) / 15, y
+
+
+@pytest.fixture
+def planted_defense():
+    """`rounding_test`: a defense that masks the gradient (registered for the test only)."""
+    from hbbench.defenses import DEFENSES
+
+    with registered("tests: planted defense"):
+        DEFENSES.register("rounding_test", "planted gradient masking (tests only)")(lambda classifier: Rounding())
+        yield "rounding_test"
+
+
+class Scaled(torch.nn.Module):
+    """Logits times 1000 (as defensive distillation's temperature does): the same predictions, a float32
+    softmax saturated to exactly one-hot on confident images, so their cross-entropy gradient is 0."""
+
+    def __init__(self, inner, factor: float = 1000.0):
+        super().__init__()
+        self.inner, self.factor = inner, factor
+
+    def forward(self, x):
+        return self.inner(x) * self.factor
+
+
+@pytest.fixture
+def saturated_model(on):
+    """`saturated_test`: ``on``'s model with its logits scaled until float32's softmax is one-hot: EfficientNet-
+    Lite0 x 1000; the tiny CNN x 100,000 (its untrained logits lie 0.04-0.07 apart: x 1000 leaves e^-40,
+    not 0). Registered for the test only."""
+    from hbbench.models import MODELS, load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
+    with registered("tests: saturated model"):
+        factor = 1e5 if on else 1000.0
+        MODELS.register("saturated_test", "logits scaled to a one-hot softmax (tests only)")(
+            lambda: type(base)("saturated_test", Scaled(base.module, factor), base.mean, base.std, base.num_classes))
+        yield "saturated_test"
+
+
+class OneHot(torch.nn.Module):
+    """10 x one-hot(argmax) of the inner model: the same decisions, and a zero gradient for every loss
+    (cross-entropy, DLR, the margin: the output does not move until the argmax flips)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        logits = self.inner(x)
+        hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
+        return logits * 0 + 10 * hot  # in the graph, with a zero gradient
+
+
+@pytest.fixture
+def onehot_model(on):
+    """(`onehot_test`, the model it wraps as --model names it): ``on``'s model behind OneHot."""
+    from hbbench.models import MODELS, load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
+    with registered("tests: one-hot model"):
+        MODELS.register("onehot_test", "10 x one-hot(argmax) (tests only)")(
+            lambda: type(base)("onehot_test", OneHot(base.module), base.mean, base.std, base.num_classes))
+        yield "onehot_test", (TINY_MODEL if on else "efficientnet_lite0")
+
+
+TINY_RUN_FLAGS = ["--attacks", "fgsm,pgd[max_iter=3]", "--defense", "jpeg", "--eps", "2/255,4/255",
+                  "--threat", "oblivious,bpda"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_flags) -> Path:
+    """One finished tiny run (``tiny_flags`` + TINY_RUN_FLAGS through the CLI in-process, default checks:
+    fgsm and PGD-3 x none/jpeg x 2/255, 4/255 x oblivious/bpda on 2 images), made once per session.
+    Tests that need a run copy it (``tiny_run_copy``) instead of sweeping again, and never write into it."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    code, _, err = invoke("sweep", *tiny_flags, *TINY_RUN_FLAGS, "--out", out, "--run", "tiny")
+    assert code == 0, err
+    return out / "tiny"
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    run = tmp_path / "results" / "tiny"
+    shutil.copytree(tiny_run, run)
+    return run
+
+
+@pytest.fixture(params=["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
+def on(request, tiny) -> dict:
+    """The spec keys of the model a test runs on: the tiny CNN on its own labelled images (fast tier),
+    or EfficientNet-Lite0 on the embedded ImageNet images (slow tier). Tests set ``n`` themselves."""
+    return dict(tiny) if request.param == "tiny" else {}
+
+
+@pytest.fixture
+def budgets(on):
+    """The check budgets for ``on``: small ones on the tiny CNN, the documented defaults on the real model."""
+    from hbbench.options import CheckBudgets
+
+    return small_budgets() if on else CheckBudgets()
+
+
+@pytest.fixture
+def on_flags(on, tiny_flags) -> list[str]:
+    """``on`` as command-line flags (``--n`` given by the test)."""
+    i = tiny_flags.index("--n")
+    return tiny_flags[:i] + tiny_flags[i + 2:] if on else []
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier():
+    """The tiny CNN as an ART classifier (the example plugin loaded)."""
+    from hbbench.classifier import make_classifier
+    from hbbench.models import load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    return make_classifier(load_model("tiny_cnn", weights="random"), device="cpu")

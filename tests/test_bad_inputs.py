@@ -9,17 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from hbbench.cli import main
-
-
-def cli_runner() -> CliRunner:
-    """stdout and stderr apart: click >= 8.2 always keeps them apart, 8.1 needs mix_stderr=False."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
+from tests.conftest import cli_runner
 
 
 # A tiny grid: one cheap attack, one defense, one threat model, one sample.

@@ -1,6 +1,7 @@
-"""Evaluation checks on real ART attacks over the embedded images: a planted gradient-masking defense
-is caught, a randomized defense is caught until the attacker uses EoT, and honest settings (the
-undefended model, JPEG under BPDA) raise no failing check."""
+"""Evaluation checks on real ART attacks: a planted gradient-masking defense is caught, a randomized
+defense is caught until the attacker uses EoT, and honest settings (the undefended model, JPEG under
+BPDA) raise no failing check. Each runs twice (the ``on`` fixture, tests/conftest.py): on the tiny CNN
+and its own labelled images (fast tier), and on EfficientNet-Lite0 over the embedded images (slow)."""
 from __future__ import annotations
 
 import json
@@ -8,31 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from hbbench.api import sweep
 from hbbench.classifier import with_defenses
-from hbbench.defenses import DEFENSES, StraightThrough, make_defense
-
-pytestmark = pytest.mark.slow
-
-
-class Rounding(PreprocessorPyTorch):
-    """Correct forward (colours rounded to 16 levels), useless gradient: torch.round's is zero."""
-
-    def __init__(self):
-        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
-
-    def forward(self, x, y=None):
-        return torch.round(x * 15) / 15, y
-
-
-@pytest.fixture
-def planted_defense():
-    DEFENSES.register("rounding_test", "planted gradient masking (tests only)")(lambda classifier: Rounding())
-    yield "rounding_test"
-    del DEFENSES._entries["rounding_test"]
+from hbbench.defenses import StraightThrough, make_defense
+from tests.conftest import cli_runner
 
 
 def statuses(run_dir, check) -> dict:
@@ -41,8 +22,8 @@ def statuses(run_dir, check) -> dict:
     return {(r.defense, r.threat_model): r.status for r in t.itertuples()}
 
 
-def test_planted_gradient_masking_is_caught_by_unbounded_and_zero_gradient(tmp_path, planted_defense):
-    sweep(dict(attacks=["pgd[max_iter=3]"], defenses=[planted_defense], threat_models=["adaptive", "bpda"], n=4),
+def test_planted_gradient_masking_is_caught_by_unbounded_and_zero_gradient(tmp_path, planted_defense, on):
+    sweep(dict(on, attacks=["pgd[max_iter=3]"], defenses=[planted_defense], threat_models=["adaptive", "bpda"], n=4),
           out=tmp_path, run="r", checks="unbounded,zero_gradient", check_samples=4)
     run = tmp_path / "r"
     assert statuses(run, "zero_gradient")[(planted_defense, "adaptive")] == "fail"
@@ -53,8 +34,8 @@ def test_planted_gradient_masking_is_caught_by_unbounded_and_zero_gradient(tmp_p
     assert statuses(run, "unbounded")[("none", "adaptive")] == "pass"
 
 
-def test_randomized_defense_without_eot_is_flagged_and_eot_clears_it(tmp_path):
-    sweep(dict(attacks=["fgsm"], defenses=["noise", "jpeg"], threat_models=["bpda", "bpda[eot=3]"], n=2),
+def test_randomized_defense_without_eot_is_flagged_and_eot_clears_it(tmp_path, on):
+    sweep(dict(on, attacks=["fgsm"], defenses=["noise", "jpeg"], threat_models=["bpda", "bpda[eot=3]"], n=2),
           out=tmp_path, run="r", checks="randomized_without_eot")
     got = statuses(tmp_path / "r", "randomized_without_eot")
     assert got[("noise", "bpda")] == "fail"
@@ -65,7 +46,16 @@ def test_randomized_defense_without_eot_is_flagged_and_eot_clears_it(tmp_path):
     assert set(eot_rows.attack_gradient) == {"n/a (no defense)", "identity (BPDA, EoT over 3 draws)"}
 
 
+@pytest.mark.slow
 def test_eot_gradient_is_the_mean_of_single_draw_gradients(classifier, data4):
+    _eot_is_the_mean(classifier, data4)
+
+
+def test_eot_gradient_is_the_mean_of_single_draw_gradients_tiny(tiny_classifier, data4):
+    _eot_is_the_mean(tiny_classifier, data4)
+
+
+def _eot_is_the_mean(classifier, data4):
     noise = make_defense("noise", classifier, sigma=0.1)
     x, y = data4.x[:2], np.eye(1000, dtype=np.float32)[data4.y[:2]]
     single = with_defenses(classifier, [StraightThrough(noise)])
@@ -78,9 +68,9 @@ def test_eot_gradient_is_the_mean_of_single_draw_gradients(classifier, data4):
     assert not np.allclose(draws[0], draws[1])  # the draws really differ
 
 
-def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path):
-    table = sweep(dict(attacks=["fgsm", "pgd"], defenses=["jpeg"], threat_models=["oblivious", "bpda"], n=4),
-                  out=tmp_path, run="r", checks="full", check_samples=4)
+def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path, on, budgets):
+    table = sweep(dict(on, attacks=["fgsm", "pgd"], defenses=["jpeg"], threat_models=["oblivious", "bpda"], n=4),
+                  out=tmp_path, run="r", checks="full", check_samples=4, check_budgets=budgets)
     checks = pd.read_csv(tmp_path / "r" / "checks.csv")
     assert set(checks.check) >= {"unbounded", "not_converged", "blackbox_beats_whitebox", "zero_gradient",
                                  "single_step_beats_iterative", "transfer_beats_whitebox"}
@@ -94,13 +84,11 @@ def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path):
         assert r.defended_adv_top1 <= same.defended_adv_top1.min() + 1e-9
 
 
-def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
-    from tests.test_bad_inputs import cli_runner
-
+def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path, on_flags):
     from hbbench.cli import main
 
     runner = cli_runner()
-    args = ["sweep", "--attacks", "fgsm", "--defense", "jpeg", "--threat", "bpda", "--n", "2", "--checks", "none",
+    args = ["sweep", *on_flags, "--attacks", "fgsm", "--defense", "jpeg", "--threat", "bpda", "--n", "2", "--checks", "none",
             "--out", str(tmp_path), "--run", "r"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0
@@ -115,7 +103,8 @@ def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
     assert "Evaluation checks (docs/evaluation.md): 0 failed, 0 warned, 2 passed" in result.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (run / "cells").iterdir()}
     assert all(after[name] == mtime for name, mtime in before.items())  # the grid's cells untouched
-    assert len(after) == len(before) + 2 * 2  # two unbounded runs (none, jpeg under bpda), .json + .parquet
+    cell_files = lambda names: [n for n in names if n.endswith((".json", ".parquet"))]  # noqa: E731
+    assert len(cell_files(after)) == len(cell_files(before)) + 2 * 2  # two unbounded runs (none, jpeg under bpda)
     assert set(pd.read_csv(run / "checks.csv").check) == {"unbounded"}
 
     grid_cell = pd.read_csv(run / "summary.csv").cell_id.iloc[0]
@@ -127,15 +116,44 @@ def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path):
     assert sorted(p.name for p in run.rglob("*")) == files  # nothing written
 
 
-def test_costly_checks_keep_their_image_count_across_resumes(tmp_path):
+def test_costly_checks_keep_their_image_count_across_resumes(tmp_path, on):
     """The default --check-samples (10) on a 2-image run means 2 images: asking again is no change;
     a resume with only the cheap checks keeps the count; another count is refused, not mixed."""
     from hbbench.errors import HBBenchError
 
-    spec = dict(attacks=["fgsm"], defenses=["jpeg"], threat_models=["bpda"], n=2)
+    spec = dict(on, attacks=["fgsm"], defenses=["jpeg"], threat_models=["bpda"], n=2)
     sweep(spec, out=tmp_path, run="r", checks="unbounded")
     sweep(spec, out=tmp_path, run="r", checks="unbounded")
     sweep(spec, out=tmp_path, run="r", checks="default")
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["check_samples"] == 2
     with pytest.raises(HBBenchError, match="ran its costly checks on 2 images"):
         sweep(spec, out=tmp_path, run="r", checks="unbounded", check_samples=1)
+
+
+def test_check_budgets_are_options_recorded_and_kept(tmp_path, tiny):
+    """Smaller budgets plan smaller cells (the Square check's queries here); the manifest records them,
+    verify expects their cells, and a resume with other budgets is refused instead of mixing them."""
+    from hbbench.checks import auxiliary
+    from hbbench.errors import HBBenchError
+    from hbbench.grid import expand
+    from hbbench.options import CheckBudgets
+    from hbbench.spec import SweepSpec
+    from hbbench.verification import verify_run
+
+    spec = dict(tiny, attacks=["fgsm"], defenses=["jpeg"], threat_models=["bpda"])
+    sweep(spec, out=tmp_path, run="r", checks="blackbox_beats_whitebox", check_budgets=CheckBudgets(square_queries=5))
+    run = tmp_path / "r"
+    assert json.loads((run / "manifest.json").read_text())["check_budgets"] == {"square_queries": 5}
+    summaries = [json.loads(p.read_text()) for p in (run / "cells").glob("*.json")]
+    assert "square[max_iter=5,norm=inf]" in {s["attack"] for s in summaries}
+    _, findings = verify_run(run)
+    assert {f.status for f in findings} == {"ok"}, findings
+    with pytest.raises(HBBenchError, match="other budgets"):
+        sweep(spec, out=tmp_path, run="r", checks="blackbox_beats_whitebox")
+    assert CheckBudgets().record() == {}  # the defaults: nothing recorded
+    cells = expand(SweepSpec.from_dict(spec))
+    assert {c.attack for c, _ in auxiliary.plan(cells, ["blackbox_beats_whitebox"])["blackbox_beats_whitebox"]} == \
+        {"square[max_iter=100,norm=inf]"}
+    assert CheckBudgets() == CheckBudgets(100, 1000, 4, 5, (8, 16))  # the documented defaults (docs/evaluation.md)
+    with pytest.raises(HBBenchError, match="positive integers"):
+        CheckBudgets(remedy_restarts=0)

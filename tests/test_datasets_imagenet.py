@@ -19,7 +19,7 @@ from hbbench.datasets.folders import imagenet_synsets
 from hbbench.errors import HBBenchError
 from hbbench.grid import expand
 from hbbench.spec import SweepSpec
-from tests.test_bad_inputs import cli_runner
+from tests.conftest import cli_runner
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 MAT_FIELDS = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",

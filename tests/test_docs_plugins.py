@@ -49,12 +49,14 @@ def test_the_doc_has_the_walk_through():
     assert any("--model" in c and "tiny_cnn[weights=random]" in c for c in commands)
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_listing_shows_the_plugins_defense(walked):
     _, outputs = walked
     listing = next(out for cmd, out in outputs.items() if cmd.startswith("hbbench list"))
     assert "bitdepth_median" in listing and "(plugin " in listing and "params: bits=4, window=3" in listing
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_checks_flag_the_masked_gradient_as_the_doc_says(walked):
     cwd, _ = walked
     checks = pd.read_csv(cwd / "results" / "plugin-defense" / "checks.csv")
@@ -66,6 +68,7 @@ def test_the_checks_flag_the_masked_gradient_as_the_doc_says(walked):
     assert bpda.defended_adv_top1.iloc[0] == 0.0
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_model_grid_holds_both_models_and_the_report_compares_them(walked):
     cwd, outputs = walked
     run = cwd / "results" / "plugin-models"

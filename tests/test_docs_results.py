@@ -59,16 +59,19 @@ def test_the_doc_walks_from_two_sweeps_to_a_leaderboard_and_a_comparison():
     assert "hbbench.load_run(" in script and "hbbench.compare(" in script
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_leaderboard_is_the_docs_table(walked):
     cwd, _ = walked
     assert _table((cwd / "results" / "leaderboard.md").read_text()) == _table(DOC.read_text())
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_python_blocks_print_what_the_doc_shows(walked):
     _, stdout = walked
     assert stdout == "".join(blocks("text"))
 
 
+@pytest.mark.slow  # the doc's commands as written: real processes on the real model
 def test_the_doc_exports_a_run_and_rechecks_it(walked):
     """The walk-through's `hbbench recheck` exited 0 in `walked`: every example passed its audit and every
     recomputed top-1 is the run's (a disagreement beyond float noise exits 1)."""

@@ -1,6 +1,6 @@
 """Run directories damaged outside hbbench (copied, synced, archived, edited): a fault-injection
-matrix. One finished reference run (fgsm x none/jpeg x oblivious on 2 embedded images, through the
-CLI in-process) is built once; each case damages a copy, then checks `hbbench verify`, `hbbench
+matrix. The session's finished tiny run (tests/conftest.py: the example plugin's tiny CNN on 2 images,
+made through the CLI in-process) is the reference; each case damages a copy, then checks `hbbench verify`, `hbbench
 report`, `hbbench check` and the resume (the same `hbbench sweep` command): no traceback, one line naming the
 damaged file, nothing else rewritten, and the resumed summary equal to the reference's."""
 from __future__ import annotations
@@ -17,39 +17,28 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from hbbench.cli import main
-
-pytestmark = pytest.mark.slow
-
-GRID = ["--n", "2", "--attacks", "fgsm", "--defense", "jpeg", "--threat", "oblivious", "--batch-size", "2",
-        "--device", "cpu", "--seed", "0"]
-
-
-def invoke(*args) -> tuple[int, str, list[str]]:
-    """(exit code, stdout, stderr lines) of `hbbench ARGS` run in-process; fails on any traceback."""
-    try:
-        runner = CliRunner(mix_stderr=False)  # click 8.1; 8.2 always keeps stderr apart
-    except TypeError:
-        runner = CliRunner()
-    result = runner.invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
-    assert "Traceback" not in result.stdout + result.stderr
-    return result.exit_code, result.stdout, result.stderr.strip().splitlines()
+from tests.conftest import TINY_RUN_FLAGS, invoke
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The reference run, and a run of another grid (fgsm x none) whose one cell has the same id as
-    the reference's `none` cell: its JSON is "the JSON of another run"."""
+def GRID(tiny_flags):
+    """The command line that made the session's tiny run (its `--out` and `--run` aside)."""
+    return [*tiny_flags, *TINY_RUN_FLAGS]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_run, GRID):
+    """The reference run (the session's tiny run), and a run of another grid (its `none` defense
+    alone) whose cells have the same ids as the reference's `none` cells: their JSON is "the JSON
+    of another run"."""
     out = tmp_path_factory.mktemp("integrity")
-    for name, extra in (("ref", []), ("other", ["--defense", "none"])):
-        code, _, err = invoke("sweep", *GRID, *extra, "--out", out, "--run", name)
-        assert code == 0, err
-    summary = pd.read_csv(out / "ref" / "summary.csv")
+    code, _, err = invoke("sweep", *GRID, "--defense", "none", "--out", out, "--run", "other")
+    assert code == 0, err
+    summary = pd.read_csv(tiny_run / "summary.csv")
+    summary = summary[summary.attack != "worst_case"]
     ids = dict(zip(summary.defense, summary.cell_id))
-    return {"ref": out / "ref", "other": out / "other", "a": ids["none"], "b": ids["jpeg"]}
+    return {"ref": tiny_run, "other": out / "other", "a": ids["none"], "b": ids["jpeg"]}
 
 
 def _truncate(path: Path):
@@ -109,7 +98,11 @@ CASES = {
 }
 
 
-@pytest.fixture(params=list(CASES), ids=list(CASES))
+FAST_CASES = ("truncated-parquet", "json-of-another-run", "manifest-truncated", "stray-file")  # the rest: slow tier
+
+
+@pytest.fixture(params=[pytest.param(k, marks=() if k in FAST_CASES else pytest.mark.slow) for k in CASES],
+                ids=list(CASES))
 def damaged(request, runs, tmp_path):
     """(copy of the reference with the case's damage, the case with names filled in)."""
     case = CASES[request.param]
@@ -206,7 +199,7 @@ def test_report_leaves_damaged_cells_out_and_names_them(damaged):
     assert "Left out of this report" in note and case.file in note
 
 
-def test_resume_recomputes_exactly_the_damaged_cells(damaged, runs):
+def test_resume_recomputes_exactly_the_damaged_cells(damaged, runs, GRID):
     run, case = damaged
     before, evidence = stamps(run / "cells"), (run / case.file).read_bytes() if (run / case.file).is_file() else None
     sweep = ["sweep", *GRID, "--out", run.parent, "--run", run.name]
@@ -226,6 +219,7 @@ def test_resume_recomputes_exactly_the_damaged_cells(damaged, runs):
     after = stamps(run / "cells")
     rewritten = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     expected = {f"{c}.{ext}" for c in case.recomputed for ext in ("json", "parquet")}
+    expected |= {f"{c}.examples.npz" for c in case.recomputed if f"{c}.examples.npz" in after}  # stored with its cell
     if case.status != "ok" and case.file.startswith("cells/"):
         expected.add(case.file.removeprefix("cells/"))  # a stray file: moved aside, nothing recomputed
     assert rewritten == expected
@@ -249,7 +243,7 @@ def test_check_names_the_damaged_file(damaged):
     assert stamps(run) == before
 
 
-def test_damaged_manifest_with_cells_of_another_spec_is_refused(runs, tmp_path):
+def test_damaged_manifest_with_cells_of_another_spec_is_refused(runs, tmp_path, GRID):
     """Without a readable manifest, the cells' spec id guards the run: another command is refused
     (one line, nothing moved) instead of setting every cell aside as foreign."""
     run = tmp_path / "run"
@@ -269,16 +263,19 @@ def test_verify_outside_a_run_directory_is_one_line_exit_2(tmp_path, make):
     assert code == 2 and not out and len(err) == 1 and "is not a run directory" in err[0], err
 
 
-def test_sharded_cells_record_their_integrity_too(runs, tmp_path):
+def test_sharded_cells_record_their_integrity_too(runs, tmp_path, GRID):
     """Cells merged from shards carry the same record; a Parquet whose JSON never came while its
     shards are still there is a merge a kill interrupted (the resume merges it again), not damage."""
     from hbbench.integrity import MISSING, inspect_cell
 
-    code, _, err = invoke("sweep", *GRID, "--shard-size", "1", "--out", tmp_path, "--run", "sharded")
+    one_budget = ["--attacks", "fgsm", "--eps", "4/255", "--threat", "oblivious"]  # 2 cells of 2 shards
+    code, _, err = invoke("sweep", *GRID, *one_budget, "--shard-size", "1", "--out", tmp_path, "--run", "sharded")
     assert code == 0, err
     code, out, _ = invoke("verify", tmp_path / "sharded")
     assert code == 0, out
     run = tmp_path / "sharded"
-    (run / "cells" / f"{runs['b']}.json").unlink()
-    (run / "cells" / f"{runs['b']}.shards").mkdir()
-    assert inspect_cell(run, runs["b"], None).status == MISSING
+    summary = pd.read_csv(run / "summary.csv")
+    b = summary.cell_id[(summary.defense == "jpeg") & (summary.attack != "worst_case")].item()
+    (run / "cells" / f"{b}.json").unlink()
+    (run / "cells" / f"{b}.shards").mkdir()
+    assert inspect_cell(run, b, None).status == MISSING

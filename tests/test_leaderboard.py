@@ -25,12 +25,14 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny):
+    """On the tiny CNN and its own labelled images (tests/conftest.py)."""
+    model = {k: tiny[k] for k in ("models", "plugins", "dataset", "device")}
     out = tmp_path_factory.mktemp("lab")
-    sweep(SweepSpec(defenses=["squeeze"], **SHARED), out=out, run="squeeze")
-    sweep(SweepSpec(defenses=["median"], **SHARED), out=out, run="median")
+    sweep(SweepSpec(defenses=["squeeze"], **SHARED, **model), out=out, run="squeeze")
+    sweep(SweepSpec(defenses=["median"], **SHARED, **model), out=out, run="median")
     other = tmp_path_factory.mktemp("other")
-    sweep(SweepSpec(attacks=["fgsm"], defenses=["squeeze"], threat_models=["oblivious"], n=3, batch_size=3),
+    sweep(SweepSpec(attacks=["fgsm"], defenses=["squeeze"], threat_models=["oblivious"], n=3, batch_size=3, **model),
           out=other, run="three-images", checks="none")
     return out, other
 
@@ -72,7 +74,8 @@ def test_rows_equal_the_table_computed_by_hand(runs):
     got = board.sort_values(["threat_model", "defense"]).reset_index(drop=True)[expected.columns]
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert set(board.attacks[board.threat_model == "oblivious"]) == {"fgsm (oblivious), pgd[max_iter=2] (oblivious)"}
-    assert (board.dataset == "imagenet-samples").all() and board["sample"].nunique() == 1
+    dataset = json.loads((out / "median" / "manifest.json").read_text())["spec"]["dataset"]
+    assert dataset.startswith("npz:") and (board.dataset == dataset).all() and board["sample"].nunique() == 1
     for _, group in board.groupby("threat_model"):  # ranked: verified first, then by worst case
         assert list(group["rank"]) == list(range(1, len(group) + 1))
         keys = list(zip(~group.verdict.isin(["verified", "repaired"]), -group.worst_top1))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_bad_inputs import cli_runner
+from tests.conftest import cli_runner
 
 from hbbench.api import sweep
 from hbbench.cli import main

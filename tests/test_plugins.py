@@ -1,6 +1,8 @@
 """Plugins: a user's defense (examples/bitdepth_median.py) in the grid from the command line, on every
-executor; the manifest records it; a changed plugin is refused on resume; installed packages' plugins
-come through the entry-point group."""
+executor, beside a user's model (examples/tiny_cnn.py, the fast tier's model); the manifest records
+both; a changed plugin is refused on resume; installed packages' plugins come through the entry-point
+group. Fresh processes (the commands reading a plugin run, the entry point, the worker pool, Ray) are
+the slow tier; the same commands run in-process in the fast one."""
 import json
 import os
 import subprocess
@@ -9,12 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
 from hbbench.api import sweep
 from hbbench.cli import main
 from hbbench.errors import HBBenchError
 from hbbench.spec import SweepSpec
+from tests.conftest import TINY_PLUGIN, cli_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bitdepth_median.py"
@@ -22,18 +23,18 @@ GRID = ["--attacks", "fgsm", "--defense", "bitdepth_median,jpeg", "--threat", "o
         "--shard-size", "1", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--checks", "none"]
 
 
-def _sweep_cli(out: Path, *extra) -> pd.DataFrame:
-    result = CliRunner().invoke(main, ["sweep", "--plugin", str(EXAMPLE), *GRID, "--out", str(out), "--run", "r",
-                                       *extra])
+def _sweep_cli(out: Path, tiny_flags, *extra) -> pd.DataFrame:
+    result = cli_runner().invoke(main, ["sweep", *tiny_flags, "--plugin", str(EXAMPLE), *GRID, "--out", str(out),
+                                        "--run", "r", *extra])
     assert result.exit_code == 0, (result.output, result.exception)
     table = pd.read_csv(out / "r" / "summary.csv")
     return table[[c for c in table.columns if not c.endswith("_seconds") and c != "seconds_per_image"]]
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
+def local(tmp_path_factory, tiny_flags):
     out = tmp_path_factory.mktemp("local")
-    return _sweep_cli(out), out / "r"
+    return _sweep_cli(out, tiny_flags), out / "r"
 
 
 def test_the_plugins_defense_is_in_the_grid(local):
@@ -48,7 +49,7 @@ def test_the_manifest_records_the_plugin_and_its_hash(local):
 
     _, run_dir = local
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["spec"]["plugins"] == [str(EXAMPLE)]
+    assert manifest["spec"]["plugins"] == [TINY_PLUGIN, str(EXAMPLE)]
     assert {"plugin": str(EXAMPLE), "kind": "file",
             "sha256": hashlib.sha256(EXAMPLE.read_text().encode()).hexdigest()} in manifest["plugins"]
 
@@ -62,7 +63,26 @@ def test_verify_reads_a_plugin_runs_grid(local):
     assert {f.status for f in findings} == {OK} and len(findings) > 1
 
 
-@pytest.mark.parametrize("command", [["verify"], ["check", "--checks", "default"], ["report", "--no-examples"]])
+COMMANDS = [["verify"], ["check", "--checks", "default"], ["report", "--no-examples"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_commands_read_a_plugin_run(local, tmp_path, command):
+    """The same commands in-process (the fast tier's version of the test below)."""
+    import shutil
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(local[1], run_dir)
+    result = cli_runner().invoke(main, [command[0], str(run_dir), *command[1:]])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "error" not in result.stderr and "damaged" not in result.stdout
+    if command[0] == "verify":
+        statuses = {line.split()[0] for line in result.stdout.splitlines()[1:-1]}
+        assert statuses == {"ok"}, result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
 def test_commands_read_a_plugin_run_in_a_new_process(local, tmp_path, command):
     """A new process has none of the run's plugins loaded: each command must load them (from the
     manifest) before it expands the grid. verify once did not, and called the manifest damaged."""
@@ -79,30 +99,37 @@ def test_commands_read_a_plugin_run_in_a_new_process(local, tmp_path, command):
         assert statuses == {"ok"}, done.stdout
 
 
-def test_worker_pool_matches_local(local, tmp_path):
+@pytest.mark.slow
+def test_worker_pool_matches_local(local, tmp_path, tiny_flags):
     table, _ = local
-    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--workers", "2"), table)
+    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, tiny_flags, "--workers", "2"), table)
 
 
-def test_ray_matches_local(local, tmp_path):
+@pytest.mark.slow
+def test_ray_matches_local(local, tmp_path, tiny_flags):
     pytest.importorskip("ray")
     table, _ = local
-    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, "--executor", "ray", "--workers", "2"), table)
+    pd.testing.assert_frame_equal(_sweep_cli(tmp_path, tiny_flags, "--executor", "ray", "--workers", "2"), table)
 
 
-def _tiny(plugin: Path, **kw) -> SweepSpec:
+def _tiny(plugin: Path, plugins=(), **kw) -> SweepSpec:
     return SweepSpec(attacks=["fgsm"], defenses=["mine"], threat_models=["oblivious"], n=1,
-                     plugins=[str(plugin)], **kw)
+                     plugins=[*plugins, str(plugin)], **kw)
 
 
-def test_resuming_with_a_changed_plugin_is_refused(tmp_path):
+def _model(tiny: dict) -> dict:
+    """The tiny CNN (its plugin first) on its images."""
+    return {k: tiny[k] for k in ("models", "plugins", "dataset", "device")}
+
+
+def test_resuming_with_a_changed_plugin_is_refused(tmp_path, tiny):
     plugin = tmp_path / "mine.py"
     plugin.write_text(EXAMPLE.read_text().replace('"bitdepth_median"', '"mine"'))  # its own name in this process
-    sweep(_tiny(plugin), out=tmp_path, run="r", checks="none")
+    sweep(_tiny(plugin, **_model(tiny)), out=tmp_path, run="r", checks="none")
     before = json.loads((tmp_path / "r" / "manifest.json").read_text())
     plugin.write_text(plugin.read_text().replace("bits: int = 4", "bits: int = 3"))
     with pytest.raises(HBBenchError, match=r"other plugins \(.*mine.py changed \(sha256"):
-        sweep(_tiny(plugin), out=tmp_path, run="r", checks="none")
+        sweep(_tiny(plugin, **_model(tiny)), out=tmp_path, run="r", checks="none")
     # the refusal came before any work: the run still holds what the first plugin made
     assert json.loads((tmp_path / "r" / "manifest.json").read_text()) == before
 
@@ -115,14 +142,38 @@ def test_yaml_plugins_key_is_read_relative_to_where_it_runs(tmp_path, monkeypatc
     assert spec.plugins == [str(EXAMPLE)]  # absolute: a resumed run finds it from anywhere
 
 
-def test_an_installed_packages_entry_point_plugin_is_listed(tmp_path):
-    """A package declaring `[hbbench.plugins]` in its entry points is picked up without --plugin."""
+def test_an_installed_packages_entry_point_plugin_is_listed_in_process(tmp_path, monkeypatch):
+    """The entry-point group read in this process (the fast tier's version of the test below)."""
+    site = _entry_point_package(tmp_path, "demo_in_process")
+    monkeypatch.syspath_prepend(str(site))
+    import importlib
+
+    importlib.invalidate_caches()
+    result = cli_runner().invoke(main, ["list", "defenses"])
+    try:
+        assert result.exit_code == 0, result.stderr
+        assert "demo_in_process" in result.stdout and "(plugin hbdemo_plugin)" in result.stdout
+    finally:
+        from hbbench.registry import unregister_source
+
+        unregister_source("hbdemo_plugin")
+        sys.modules.pop("hbdemo_plugin", None)
+
+
+def _entry_point_package(tmp_path: Path, name: str) -> Path:
     site = tmp_path / "site"
     (site / "hbdemo_plugin-0.1.dist-info").mkdir(parents=True)
     (site / "hbdemo_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hbdemo-plugin\n"
                                                                   "Version: 0.1\n")
     (site / "hbdemo_plugin-0.1.dist-info" / "entry_points.txt").write_text("[hbbench.plugins]\ndemo = hbdemo_plugin\n")
-    (site / "hbdemo_plugin.py").write_text(EXAMPLE.read_text().replace('"bitdepth_median"', '"demo_installed"'))
+    (site / "hbdemo_plugin.py").write_text(EXAMPLE.read_text().replace('"bitdepth_median"', f'"{name}"'))
+    return site
+
+
+@pytest.mark.slow
+def test_an_installed_packages_entry_point_plugin_is_listed(tmp_path):
+    """A package declaring `[hbbench.plugins]` in its entry points is picked up without --plugin."""
+    site = _entry_point_package(tmp_path, "demo_installed")
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-m", "hbbench.cli", "list", "defenses"], capture_output=True, text=True,
                          env=env, timeout=300)

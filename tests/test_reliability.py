@@ -21,18 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
 from hbbench.cli import main
+from tests.conftest import cli_runner
 
 pytestmark = pytest.mark.slow
-
-def cli_runner() -> CliRunner:
-    """stdout and stderr apart: click >= 8.2 always keeps them apart, 8.1 needs mix_stderr=False."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 GRID = ["--n", "2", "--attacks", "fgsm,pgd[max_iter=2,num_random_init=1],bim[max_iter=2]",

@@ -1,5 +1,6 @@
-"""`hbbench report`: built from a small real run; HTML parses and is self-contained, tables agree with
-summary.csv, user strings are escaped, and the page renders in headless Chromium without console errors."""
+"""`hbbench report`: built from a copy of the session's tiny run (tests/conftest.py); HTML parses and is self-
+contained, tables agree with summary.csv, user strings are escaped, and the page renders in headless
+Chromium without console errors."""
 import base64
 import json
 import re
@@ -13,8 +14,6 @@ import pandas as pd
 import pytest
 
 from hbbench.report import build_report
-from hbbench.spec import SweepSpec
-from hbbench.api import sweep
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium") or shutil.which("chromium-browser"))
@@ -55,12 +54,12 @@ def parse(path) -> Page:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("results")
-    spec = SweepSpec(attacks=["fgsm", "pgd[max_iter=3]"], defenses=["jpeg"], eps=["2/255", "4/255"], n=3,
-                     batch_size=3)
-    sweep(spec, out=out, run="tiny", command="hbbench sweep --n 3 (test)")
-    return out / "tiny"
+def run_dir(tmp_path_factory, tiny_run):
+    """A copy of the session's tiny run: fgsm and PGD-3 x none/jpeg x 2/255, 4/255 x oblivious/bpda on 2
+    images (the report writes into the run)."""
+    run = tmp_path_factory.mktemp("results") / "tiny"
+    shutil.copytree(tiny_run, run)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,8 @@ def test_writes_html_md_and_pngs(run_dir, report):
     for p in pngs:
         assert f"report_files/{p.name}" in md
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for word in ("oblivious", "bpda", "jpeg", "fgsm", "pgd[max_iter=3]", "hbbench sweep --n 3 (test)"):
+    command = json.loads((run_dir / "manifest.json").read_text())["command"]  # the command that made the run
+    for word in ("oblivious", "bpda", "jpeg", "fgsm", "pgd[max_iter=3]", command):
         assert word in md
 
 
@@ -149,7 +149,7 @@ def test_clean_cost_and_verdicts_come_from_the_numbers(run_dir, report):
 def test_examples_are_drawn_from_the_stored_examples(report):
     """The panels show the adversarial examples the sweep stored (issue 29): nothing is attacked again."""
     text = " ".join(parse(report[0]).text)
-    assert re.search(r"3 images \(clean model right, attack succeeds first, among the 3 whose adversarial examples "
+    assert re.search(r"2 images \(clean model right, attack succeeds first, among the 2 whose adversarial examples "
                      r"the run stored\)", text)
     assert "nothing is attacked again" in text
 

@@ -1,11 +1,8 @@
 """Runs from Python (hbbench.load_run, hbbench.compare) and what each cell's attack cost, on one real
-sweep of the example plugin's tiny CNN (random weights: cheap, every image misclassified)."""
+sweep of the example plugin's tiny CNN (random weights: cheap, every image misclassified), in-process."""
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +10,13 @@ import pytest
 import hbbench
 from hbbench.errors import HBBenchError
 from hbbench.spec import SweepSpec
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import TINY_MODEL, TINY_PLUGIN
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    weights = out / "tiny_cnn.pt"
-    subprocess.run([sys.executable, str(ROOT / "examples" / "tiny_cnn.py"), str(weights)], check=True)
-    spec = SweepSpec(models=[f"tiny_cnn[weights={weights}]"], plugins=[str(ROOT / "examples" / "tiny_cnn.py")],
+    spec = SweepSpec(models=[TINY_MODEL], plugins=[TINY_PLUGIN],
                      attacks=["fgsm", "pgd[max_iter=10]", "pgd[max_iter=10,early_stop=true]"], defenses=["squeeze"],
                      threat_models=["oblivious", "bpda[eot=4]"], n=3, batch_size=3)
     hbbench.sweep(spec, out=out, run="tiny", checks="none")
