@@ -25,7 +25,7 @@ import pandas as pd
 
 from hbbench import audit
 from hbbench.aggregate import write_summary
-from hbbench.checks import auxiliary, remedies, worst_case
+from hbbench.checks import auxiliary, budget, remedies, worst_case
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.run import check_table, resolve_checks
 from hbbench.checks.table import model_unverified, write_checks
@@ -141,6 +141,8 @@ def _execute(store: RunStore, plan: Plan, options: SweepOptions, on_event) -> No
         plan_units(list(plan.extra), plan.n_checked, None, done, cache, keep)
     total = len(grid.cells) * n_shards + len(plan.extra)
     on_event("start", total=total, done=total - sum(len(u.cells) for u in units), run_dir=store.root)
+    for row in budget.at_planning(grid.cells) if "budget_use" in plan.check_names else ():  # before any attack
+        on_event("planned_check", row=row)
 
     def execute(todo):
         for results in get_executor(options.executor)(todo, grid, options, on_event):

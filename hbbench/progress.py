@@ -51,6 +51,10 @@ def run_with_progress(grid, options):
                 console.print(_invalid_line(cell, info["summary"]), markup=False, highlight=False, soft_wrap=True)
         elif kind == "checks":
             state["checks"] = info["table"]
+        elif kind == "planned_check":  # a check that fails from the grid's parameters alone (budget_use)
+            row = info["row"]
+            console.print(f"{row['check']} {'failed' if row['status'] == 'fail' else 'warned'} before any image "
+                          f"is attacked: {row['reason']}", markup=False, highlight=False, soft_wrap=True)
         elif kind == "damaged":  # one line per damaged or foreign file found on resume
             console.print(f"{info['path']}: {info['reason']}; {info['action']}", markup=False, highlight=False,
                           soft_wrap=True)

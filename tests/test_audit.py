@@ -136,6 +136,18 @@ def test_steps_that_cannot_reach_the_budget_fail_before_any_image_is_attacked(ti
     assert all("eps_step" not in a for a in planned)
 
 
+def test_the_sweep_says_so_before_attacking(tmp_path, tiny_flags):
+    code, _, err = invoke("sweep", *tiny_flags, "--attacks", "fgsm,pgd[eps_step=0.0002]", "--defense", "none",
+                          "--threat", "oblivious", "--eps", "4/255", "--out", tmp_path, "--run", "r")
+    assert code == 0, err
+    said = [i for i, line in enumerate(err) if line.startswith("budget_use failed before any image is attacked: "
+                                                              "pgd[eps_step=0.0002]: 10 steps of 0.0002 reach 0.002")]
+    done = [i for i, line in enumerate(err) if " done; " in line]  # one line per finished cell
+    assert said and (not done or said[0] < done[0]), err
+    checks = pd.read_csv(tmp_path / "r" / "checks.csv")
+    assert list(checks[checks.check == "budget_use"].status) == ["fail"]
+
+
 def test_default_steps_reach_their_budget(tiny):
     grid = resolve(dict(tiny, attacks=["fgsm", "pgd", "bim", "apgd", "pgd[max_iter=5]"], defenses=["none"],
                         eps=[EPS], threat_models=["oblivious"]))

@@ -164,3 +164,9 @@ def remedy_cells(cells: list[Cell], _round: int, budgets: CheckBudgets) -> list[
         params[restart or "num_random_init"] = budgets.remedy_restarts
         out.append(with_attack(c, c.attack_name if restart else "pgd", params, c.eps))
     return out
+
+
+def at_planning(cells: list[Cell]) -> list[dict]:
+    """``budget_use``'s failed and warned rows for a grid, from its parameters alone: what the sweep says
+    before any image is attacked (the checks table repeats them after the run)."""
+    return [r for r in budget_use(Evidence(list(cells), {}, {}, None, 0)) if r["status"] in ("fail", "warn")]
