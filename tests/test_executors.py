@@ -1,4 +1,5 @@
-"""Sharded runs and parallel executors give the same table as one process."""
+"""Sharded runs and parallel executors give the same table as one process: sharding on the tiny CNN
+(fast tier) and EfficientNet-Lite0 (slow tier); the worker pool and Ray (fresh processes) in the slow tier."""
 import pandas as pd
 import pytest
 
@@ -14,8 +15,14 @@ def _numbers(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=timing).reset_index(drop=True)
 
 
+@pytest.fixture(scope="module", params=["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
+def spec(request, tiny) -> dict:
+    return dict(SPEC, **{k: tiny[k] for k in ("models", "plugins", "dataset", "device")}) \
+        if request.param == "tiny" else SPEC
+
+
 @pytest.fixture(scope="module")
-def local_sharded(tmp_path_factory):
+def local_sharded(tmp_path_factory, spec):
     """The in-process reference, on one thread like each of two workers on two cores: float sums
     depend on the thread count, and a JPEG quantisation step can turn that into a flipped class."""
     import torch
@@ -24,7 +31,7 @@ def local_sharded(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return sweep(SweepSpec(**SPEC), out=out, run="r"), out / "r"
+        return sweep(SweepSpec(**spec), out=out, run="r"), out / "r"
     finally:
         torch.set_num_threads(threads)
 
@@ -39,14 +46,16 @@ def test_shards_merge_into_one_cell_file(local_sharded):
     assert list(rec["sample"]) == [0, 1, 2]
 
 
-def test_ray_executor_matches_local(local_sharded, tmp_path):
+@pytest.mark.slow
+def test_ray_executor_matches_local(local_sharded, tmp_path, spec):
     pytest.importorskip("ray")
     table, _ = local_sharded
-    ray_table = sweep(SweepSpec(**SPEC), out=tmp_path, run="r", executor="ray", workers=2)
+    ray_table = sweep(SweepSpec(**spec), out=tmp_path, run="r", executor="ray", workers=2)
     pd.testing.assert_frame_equal(_numbers(ray_table), _numbers(table))
 
 
-def test_worker_pool_matches_local(local_sharded, tmp_path):
+@pytest.mark.slow
+def test_worker_pool_matches_local(local_sharded, tmp_path, spec):
     table, _ = local_sharded
-    pool_table = sweep(SweepSpec(**SPEC), out=tmp_path, run="r", workers=2)
+    pool_table = sweep(SweepSpec(**spec), out=tmp_path, run="r", workers=2)
     pd.testing.assert_frame_equal(_numbers(pool_table), _numbers(table))

@@ -1,4 +1,5 @@
-"""A real sweep end to end: ART attacks on embedded images, the summary contract, resume."""
+"""A real sweep end to end: ART attacks on embedded images, the summary contract, resume. On the tiny CNN
+and its own labelled images (fast tier) and on EfficientNet-Lite0 (slow tier)."""
 import json
 
 import numpy as np
@@ -10,10 +11,11 @@ from hbbench.spec import SweepSpec
 from hbbench.api import sweep
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
+def small_run(request, tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("results")
-    spec = SweepSpec(attacks=["fgsm", "pgd[max_iter=5]"], defenses=["jpeg"], n=3, batch_size=2)
+    model = {k: tiny[k] for k in ("models", "plugins", "dataset", "device")} if request.param == "tiny" else {}
+    spec = SweepSpec(attacks=["fgsm", "pgd[max_iter=5]"], defenses=["jpeg"], n=3, batch_size=2, **model)
     table = sweep(spec, out=out, run="small")
     return out / "small", spec, table
 
@@ -28,7 +30,9 @@ def test_summary_has_contract_columns_for_every_cell(small_run):
     assert (csv["n"] == 3).all()
     # then one worst-case row per defense x threat model at the one budget, over both attacks
     assert sorted(zip(worst.defense, worst.threat_model)) == sorted(zip(grid.defense, grid.threat_model))[::2]
-    assert (run_dir / "summary.md").read_text().startswith("| attack")
+    md = (run_dir / "summary.md").read_text()  # the table, after the random-weights note of an untrained model
+    assert md.startswith("| attack") or (md.startswith("> ") and "random weights" in md.splitlines()[0]
+                                         and md.split("\n\n", 1)[1].startswith("| attack"))
     tex = (run_dir / "summary.tex").read_text()
     assert tex.startswith("\\begin{tabular}") and tex.count("\\\\\n") == len(csv) + 1  # header + one row per cell
     manifest = json.loads((run_dir / "manifest.json").read_text())
