@@ -206,3 +206,48 @@ def test_decisive_attack_and_verdict_forms():
         "unverified (tried: pgd (bpda); unbounded failed)"
     assert verdict(Outcome(["unbounded"], [], False, []), 0.8, 0.8, "—", False).startswith(
         "unverified (tried: nothing; --checks full runs the remedies")
+
+
+def _remedied(fooled_by, zero_share_of, budgets=None):
+    """The outcome of a setting (no defense, bpda) whose zero_gradient check failed, after every remedy
+    round ran with the per-image outcomes ``fooled_by(cell)`` and gradient probes ``zero_share_of(cell)``
+    (written into the evidence as the runner would store them)."""
+    from hbbench.checks import remedies
+    from hbbench.options import CheckBudgets
+
+    budgets = budgets or CheckBudgets(surrogate="efficientnet_lite0")
+    ev = evidence(["fgsm", "pgd"], threats=("bpda",))
+    table = pd.DataFrame([{"check": "zero_gradient", "model": ev.cells[0].model, "defense": "none",
+                           "threat_model": "bpda", "status": "fail"}])
+    store = {}
+    ev.load_records = lambda cid, base=ev.load_records: store.get(cid, (None, None))[0] if cid in store else base(cid)
+    for _ in range(remedies.ROUNDS + 1):
+        (outcome,) = remedies.outcomes(ev, table, budgets=budgets).values()
+        for c in outcome.todo:
+            fooled = np.zeros(N, bool)
+            fooled[list(fooled_by(c))] = True
+            store[c.id] = (pd.DataFrame({"sample": np.arange(N), "label": np.zeros(N, int),
+                                         "adv_pred": fooled.astype(int), "def_adv_pred": fooled.astype(int)}), None)
+            ev.summaries[c.id] = {"cell_id": c.id, "gradient_zero_share": zero_share_of(c), "defense_randomized": False}
+    return outcome
+
+
+def test_a_remedy_is_evidence_only_when_measured_to_work():
+    """Issue 28: "repaired" rests on measurements. A logit-loss remedy whose own gradient is masked
+    (a one-hot model) answers nothing, whatever it is; one whose gradient works and whose unbounded twin
+    breaks every image does; a gradient-free remedy counts only where it breaks the setting."""
+    masked = _remedied(lambda c: range(2) if c.attack_name in ("apgd_dlr", "pgd_margin") else (),
+                       lambda c: 1.0)  # moves the number a little, on a zero gradient
+    assert not masked.repaired
+    names = {c.attack_name for c in masked.tried}
+    assert {"apgd_dlr", "pgd_margin", "hsj_eps", "transfer_pgd"} <= names  # the second round went gradient-free
+    assert all(c.eps != 1.0 for c in masked.tried)  # the unbounded twins are evidence, never tried attacks
+
+    working = _remedied(lambda c: range(N) if c.eps == 1.0 else range(10) if c.attack_name == "pgd_margin" else (),
+                        lambda c: 0.0)  # a gradient that works: the twins break everything
+    assert working.repaired and {c.attack_name for c in working.tried} == {"apgd_dlr", "pgd_margin"}
+
+    broken = _remedied(lambda c: range(N - 1) if c.attack_name == "transfer_pgd" else (), lambda c: 1.0)
+    assert broken.repaired  # 1 of 20 left: the transfer verifies a break
+    half = _remedied(lambda c: range(N // 2) if c.attack_name == "hsj_eps" else (), lambda c: 1.0)
+    assert not half.repaired  # a gradient-free attack bounds robustness from above only
