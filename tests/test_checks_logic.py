@@ -164,19 +164,20 @@ def test_checks_table_records_each_checks_cost_from_the_registry():
 
 def test_remedies_follow_where_the_masking_is():
     from hbbench.checks import remedies
+    from hbbench.options import DEFAULT_BUDGETS
 
     cells = expand(SweepSpec.from_dict(dict(attacks=["fgsm", "pgd", "bim"], defenses=["jpeg"],
                                      threat_models=["adaptive", "bpda"], n=N)))
 
     def planned(kinds, defense, threat, round_=1, previous=()):
         setting = remedies._attacks([c for c in cells if c.defense == defense and c.threat_model == threat])
-        return remedies._round(kinds, setting, list(previous), round_, {c.id for c in cells})
+        return remedies._round(kinds, setting, list(previous), round_, {c.id for c in cells}, DEFAULT_BUDGETS)
 
     # in the defense (adaptive): BPDA, which the grid already holds here, so nothing new
     assert planned(["gradient"], "jpeg", "adaptive") == []
     adaptive_only = [c for c in cells if c.threat_model == "adaptive"]
     assert {(c.attack, c.threat_model) for c in remedies._round(["gradient"], remedies._attacks(
-        [c for c in adaptive_only if c.defense == "jpeg"]), [], 1, {c.id for c in adaptive_only})} == \
+        [c for c in adaptive_only if c.defense == "jpeg"]), [], 1, {c.id for c in adaptive_only}, DEFAULT_BUDGETS)} == \
         {("fgsm", "bpda"), ("pgd", "bpda"), ("bim", "bpda")}
     logit = planned(["gradient"], "none", "bpda")  # in the model: losses that skip the softmax
     assert {(c.attack, c.threat_model) for c in logit} == {("apgd_dlr", "bpda"), ("pgd_margin", "bpda")}
@@ -184,9 +185,10 @@ def test_remedies_follow_where_the_masking_is():
     assert {c.threat_model for c in planned(["eot"], "jpeg", "bpda", 2)} == {"bpda[eot=16]"}
     assert {c.attack for c in planned(["restarts"], "jpeg", "bpda")} == {"pgd[max_iter=40,num_random_init=5]"}
     assert {c.attack for c in planned(["square"], "jpeg", "bpda")} == {"square[max_iter=1000,norm=inf]"}
-    second = planned(["gradient"], "none", "bpda", 2, logit)  # round 2: restarts on round 1's remedies
+    second = planned(["gradient"], "none", "bpda", 2, logit)  # round 2: restarts on round 1's remedies...
     assert {c.attack for c in second} == {"apgd_dlr[max_iter=80,nb_random_init=5]",
-                                          "pgd_margin[max_iter=40,num_random_init=5]"}
+                                          "pgd_margin[max_iter=40,num_random_init=5]",
+                                          "hsj_eps[max_eval=1000,max_iter=20]"}  # ...and one using no gradient
     possible = {c.id for c in remedies.possible(cells)}
     assert {c.id for c in logit + second} <= possible and not possible & {c.id for c in cells}
 
