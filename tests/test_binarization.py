@@ -28,18 +28,11 @@ def test_binarization_passes_honest_attacks_and_fails_masked_gradients(tmp_path,
     assert "conclusive" in got[(planted_defense, "adaptive")][1]
 
 
-@pytest.mark.slow
-def test_binary_readout_replaces_the_last_layer(model):
-    _binary_readout_replaces_the_last_layer(model)
-
-
-def test_binary_readout_replaces_the_last_layer_tiny(tiny_classifier):
+@pytest.mark.parametrize("net", ["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
+def test_binary_readout_replaces_the_last_layer(net, tiny_classifier, request):
     from hbbench.models import load_model
 
-    _binary_readout_replaces_the_last_layer(load_model("tiny_cnn", weights="random"))
-
-
-def _binary_readout_replaces_the_last_layer(model):
+    model = load_model("tiny_cnn", weights="random") if net == "tiny" else request.getfixturevalue("model")
     head = B.last_linear(model.module, model.num_classes)
     assert head is not None and head.out_features == 1000
     x = torch.rand(2, 3, 224, 224)

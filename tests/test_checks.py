@@ -46,16 +46,9 @@ def test_randomized_defense_without_eot_is_flagged_and_eot_clears_it(tmp_path, o
     assert set(eot_rows.attack_gradient) == {"n/a (no defense)", "identity (BPDA, EoT over 3 draws)"}
 
 
-@pytest.mark.slow
-def test_eot_gradient_is_the_mean_of_single_draw_gradients(classifier, data4):
-    _eot_is_the_mean(classifier, data4)
-
-
-def test_eot_gradient_is_the_mean_of_single_draw_gradients_tiny(tiny_classifier, data4):
-    _eot_is_the_mean(tiny_classifier, data4)
-
-
-def _eot_is_the_mean(classifier, data4):
+@pytest.mark.parametrize("net", ["tiny_classifier", pytest.param("classifier", marks=pytest.mark.slow)])
+def test_eot_gradient_is_the_mean_of_single_draw_gradients(net, data4, request):
+    classifier = request.getfixturevalue(net)  # the tiny CNN (fast tier) or EfficientNet-Lite0 (slow tier)
     noise = make_defense("noise", classifier, sigma=0.1)
     x, y = data4.x[:2], np.eye(1000, dtype=np.float32)[data4.y[:2]]
     single = with_defenses(classifier, [StraightThrough(noise)])
