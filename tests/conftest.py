@@ -178,34 +178,6 @@ def saturated_model(on):
         yield "saturated_test"
 
 
-class OneHot(torch.nn.Module):
-    """10 x one-hot(argmax) of the inner model: the same decisions, and a zero gradient for every loss
-    (cross-entropy, DLR, the margin: the output does not move until the argmax flips)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        logits = self.inner(x)
-        hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
-        return logits * 0 + 10 * hot  # in the graph, with a zero gradient
-
-
-@pytest.fixture
-def onehot_model(on):
-    """(`onehot_test`, the model it wraps as --model names it): ``on``'s model behind OneHot."""
-    from hbbench.models import MODELS, load_model
-    from hbbench.plugins import load_refs
-
-    load_refs([TINY_PLUGIN])
-    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
-    with registered("tests: one-hot model"):
-        MODELS.register("onehot_test", "10 x one-hot(argmax) (tests only)")(
-            lambda: type(base)("onehot_test", OneHot(base.module), base.mean, base.std, base.num_classes))
-        yield "onehot_test", (TINY_MODEL if on else "efficientnet_lite0")
-
-
 TINY_RUN_FLAGS = ["--attacks", "fgsm,pgd[max_iter=3]", "--defense", "jpeg", "--eps", "2/255,4/255",
                   "--threat", "oblivious,bpda"]
 

@@ -150,6 +150,7 @@ CASES = [
     ("threads-zero", lambda t: ["--threads", "0"], "--threads"),
     ("loader-workers-negative", lambda t: ["--loader-workers", "-1"], "--loader-workers"),
     ("executor-unknown", lambda t: ["--executor", "spark"], "unknown executor 'spark'; valid choices: local, ray"),
+    ("surrogate-unknown", lambda t: ["--surrogate", "nosuchnet"], "unknown model 'nosuchnet'"),
     ("address-without-ray", lambda t: ["--address", "auto"], "--address is for --executor ray"),
     ("seed-not-an-integer", lambda t: ["--seed", "abc"], "--seed"),
     ("device-unknown", lambda t: ["--device", "tpu"], "--device"),
