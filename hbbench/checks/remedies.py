@@ -218,12 +218,20 @@ def _settle(ev: Evidence, failed: list[str], cells: list[Cell], budgets: CheckBu
     for round_ in range(1, ROUNDS + 1):
         new = _round(kinds, cells, tried, round_, known | {c.id for c in tried}, budgets)
         tried += new
-        missing = [c for c in new + (_twins(new) if probed else []) if not ev.done(c)]
+        missing = [c for c in new if not ev.done(c)]
+        if not missing and probed:  # a twin only where the remedy's own gradient passed its probe
+            missing = [t for t in _twins([c for c in new if _gradient_probe_passes(ev, c)]) if not ev.done(t)]
         if missing:
             return Outcome(failed, tried, False, missing)
         if _answered(ev, failed, cells, tried):
             return Outcome(failed, tried, True, [])
     return Outcome(failed, tried, False, [])
+
+
+def _gradient_probe_passes(ev: Evidence, remedy: Cell) -> bool:
+    """A finished remedy's own gradient (its own loss, through the same path) is zero on at most 20% of
+    the images: only then can its unbounded twin tell anything."""
+    return ev.summaries[remedy.id].get("gradient_zero_share", 1) <= ZERO_GRADIENT_FAIL
 
 
 def _works(ev: Evidence, remedy: Cell, random_defense: bool) -> bool:
@@ -234,7 +242,7 @@ def _works(ev: Evidence, remedy: Cell, random_defense: bool) -> bool:
         return 1 - ev.fooled(remedy, on="defended").mean() <= BROKEN_TOP1
     if random_defense and get_threat_model(remedy.threat_model).eot == 1:
         return False  # one draw of a random defense is not its gradient
-    if ev.summaries[remedy.id].get("gradient_zero_share", 1) > ZERO_GRADIENT_FAIL:
+    if not _gradient_probe_passes(ev, remedy):
         return False  # its own loss's gradient is masked too
     unbounded = twin(remedy)
     return ev.done(unbounded) and 1 - ev.fooled(unbounded, on="defended").mean() <= UNBOUNDED_MAX_TOP1
