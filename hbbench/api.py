@@ -273,10 +273,10 @@ def _now() -> str:
 
 def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
     return {
+        "schema_version": SCHEMA_VERSION,
         "spec": grid.spec_dict(),
         "spec_id": grid.id,
         "seed": grid.spec.seed,
-        "schema_version": SCHEMA_VERSION,
         "command": (old or {}).get("command") or command or " ".join(sys.argv),  # what made the cells
         "last_command": command or " ".join(sys.argv),
         "started": (old or {}).get("started", _now()),

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hbbench.errors import HBBenchError
 from hbbench import schema
+from hbbench.errors import HBBenchError
 
 MANIFEST = "manifest.json"
 PARQUET_KEY = b"hbbench"  # a finished cell's Parquet names its cell and spec under this schema key
@@ -102,7 +102,7 @@ class RunDir:
         manifest, why = load_json(self.manifest_path)
         if why:
             raise HBBenchError(self._damaged_manifest(why))
-        return manifest
+        return schema.manifest(manifest)
 
     def require_manifest(self) -> dict:
         """The manifest of a run that must have one (check, report): missing or damaged, it is named."""
@@ -112,7 +112,7 @@ class RunDir:
                 raise HBBenchError(f"{self.root} is not a run directory (no manifest.json); run `hbbench sweep` "
                                    "first")
             raise HBBenchError(self._damaged_manifest("missing: deleted or never written"))
-        return schema.manifest(manifest)
+        return manifest
 
     def _damaged_manifest(self, why: str) -> str:
         return (f"{self.manifest_path} is damaged ({why}); `hbbench verify {self.root}` shows the spec its cells "
