@@ -30,6 +30,9 @@ class AtBudget:
     """A minimal-perturbation attack scored at a budget: its example where it lies within ``eps``
     (L-inf) of the image, the image itself elsewhere."""
 
+    attack_params = ["eps"]
+    norm = np.inf
+
     def __init__(self, attack, eps: float):
         self.attack, self.eps = attack, float(eps)
 

@@ -14,7 +14,12 @@ FAST = {"apgd": {"max_iter": 3}, "autoattack": {"n_iter": 2, "n_target_classes":
         "autoattack_art": {"max_iter": 2, "nb_random_init": 1, "square_max_iter": 5},
         "square": {"max_iter": 5}, "cw": {"max_iter": 3},
         "cw_art": {"max_iter": 2}, "cw_linf": {"max_iter": 2}, "deepfool": {"max_iter": 3},
-        "hopskipjump": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5}}
+        "hopskipjump": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5},
+        "hsj_eps": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5},
+        "transfer_pgd": {"surrogate": "efficientnet_lite0", "max_iter": 3}}
+REQUIRED = {"transfer_pgd": {"surrogate": "efficientnet_lite0"}}  # parameters a preset cannot do without
+# hsj_eps returns the clean image where HopSkipJump's example lies beyond eps: nothing changed is a result
+MAY_LEAVE_UNCHANGED = {"hsj_eps"}
 
 
 # Attacks whose ART object has no `norm` attribute: the norm their algorithm minimises or bounds.
@@ -38,7 +43,7 @@ def _art_norm(attack) -> str:
 def test_declared_norm_and_budget_match_the_art_attack(name, classifier):
     """What summary.csv's `norm` column and the --eps sweep read (the registration) is what the ART
     object really does; a preset with a norm parameter is checked at both values."""
-    attack = make_attack(name, classifier)
+    attack = make_attack(name, classifier, **REQUIRED.get(name, {}))
     assert attack_norm(name) == _art_norm(attack)
     assert has_budget(name) == ("eps" in type(attack).attack_params)
     if "norm" in ATTACKS.resolve(name)[0].params:
@@ -73,7 +78,7 @@ def test_attack_respects_budget_and_clip_range(name, classifier, data4):
     assert x_adv.shape == x.shape
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     delta = (x_adv - x).reshape(len(x), -1)
-    assert np.abs(delta).max() > 0, f"{name} changed nothing"
+    assert np.abs(delta).max() > 0 or name in MAY_LEAVE_UNCHANGED, f"{name} changed nothing"
     if has_budget(name):
         norm = attack_norm(name)
         size = np.abs(delta).max(1) if norm == "inf" else np.linalg.norm(delta, axis=1)
