@@ -8,13 +8,17 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from art.defences.preprocessor import JpegCompression
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from hbbench.api import sweep
 from hbbench.checks import auxiliary, remedies
 from hbbench.checks.run import resolve_checks
+from hbbench.defenses import DEFENSES
 from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 from hbbench.models import MODELS, load_model
@@ -161,3 +165,40 @@ def test_remedies_compose_bpda_with_eot_where_both_fail():
     planned = remedies.possible(cells)
     assert any(c.threat_model == "bpda[eot=8]" and c.attack_name == "pgd" and c.eps == cells[0].eps for c in planned)
     assert any(c.threat_model == "bpda[eot=8]" and c.eps == 1.0 for c in planned)  # its twin
+
+
+class RandomJpeg(PreprocessorPyTorch):
+    """JPEG at a quality drawn uniformly from [40, 90] on every call, with a zero gradient: random *and*
+    non-differentiable, so it needs BPDA and EoT together."""
+
+    def __init__(self):
+        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
+
+    def forward(self, x, y=None):
+        quality = int(np.random.randint(40, 91))
+        out = JpegCompression(clip_values=(0.0, 1.0), quality=quality, channels_first=True)(
+            x.detach().cpu().numpy())[0]
+        return x * 0 + torch.from_numpy(out).to(x), y
+
+
+@pytest.mark.slow  # two remedy rounds with EoT through JPEG
+def test_a_random_defense_without_a_gradient_is_repaired_only_by_bpda_with_eot(tmp_path, tiny):
+    """Issue 28: the remedies compose. The worst case under adaptive comes within 0.1 of PGD-40 under
+    bpda[eot=8], or the verdict says unverified."""
+    spec = dict(tiny, attacks=["fgsm", "pgd[max_iter=3]"], threat_models=["adaptive"], n=4)
+    with registered("tests: random jpeg"):
+        DEFENSES.register("random_jpeg_test", "JPEG at a random quality, zero gradient (tests only)")(
+            lambda classifier: RandomJpeg())
+        table = sweep(dict(spec, defenses=["random_jpeg_test"]), out=tmp_path, run="r", checks="full",
+                      check_samples=2, check_budgets=small_budgets())
+        reference = sweep(dict(spec, attacks=["pgd[max_iter=40]"], defenses=["random_jpeg_test"],
+                               threat_models=["bpda[eot=8]"]), out=tmp_path, run="ref", checks="none")
+    checks = statuses(tmp_path / "r", "zero_gradient"), statuses(tmp_path / "r", "randomized_without_eot")
+    assert all(c[("random_jpeg_test", "adaptive")] == "fail" for c in checks)
+    row = worst(table, "random_jpeg_test", "adaptive")
+    target = reference[(reference.defense == "random_jpeg_test")].defended_adv_top1.min()
+    if row.verdict.startswith("repaired"):
+        assert row.defended_adv_top1 <= target + 0.1 + 1e-9, (row.verdict, target)
+        assert f"bpda[eot={small_budgets().remedy_eot[0]}]" in row.attack_gradient  # the combined remedy ran
+    else:
+        assert row.verdict.startswith("unverified (tried: "), row.verdict
