@@ -151,6 +151,7 @@ CASES = [
     ("loader-workers-negative", lambda t: ["--loader-workers", "-1"], "--loader-workers"),
     ("executor-unknown", lambda t: ["--executor", "spark"], "unknown executor 'spark'; valid choices: local, ray"),
     ("surrogate-unknown", lambda t: ["--surrogate", "nosuchnet"], "unknown model 'nosuchnet'"),
+    ("save-examples-negative", lambda t: ["--save-examples", "-1"], "--save-examples takes a count >= 0 or 'all'"),
     ("address-without-ray", lambda t: ["--address", "auto"], "--address is for --executor ray"),
     ("seed-not-an-integer", lambda t: ["--seed", "abc"], "--seed"),
     ("device-unknown", lambda t: ["--device", "tpu"], "--device"),
