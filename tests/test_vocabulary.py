@@ -5,67 +5,25 @@ run prints one final line per setting and a progress count that never passes its
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
-import pytest
-import torch
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from hbbench import schema
 from hbbench.grid import resolve
-from hbbench.options import CheckBudgets, SweepOptions
+from hbbench.options import SweepOptions
 from hbbench.progress import run_with_progress
 from hbbench.report import build_report
+from tests.conftest import small_budgets
 
 EVALUATION = ("verified", "repaired", "unverified")
-TINY_PLUGIN = str(Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.py")
-SMALL = CheckBudgets(square_queries=10, remedy_square_queries=20, remedy_iter_factor=2, remedy_restarts=2,
-                     remedy_eot=(2, 3))  # what a test can afford (the defaults: hbbench.options.CheckBudgets)
 
 
-class _Rounding(PreprocessorPyTorch):
-    """Correct forward (colours rounded to 16 levels), useless gradient: torch.round's is zero."""
-
-    def __init__(self):
-        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
-
-    def forward(self, x, y=None):
-        return torch.round(x * 15) / 15, y
-
-
-@pytest.fixture
-def masked(tmp_path):
-    """The tiny plugin CNN on 4 images labelled with its own predictions, and `rounding_vocab`, a defense
-    that masks the gradient (registered for this test only)."""
-    from hbbench.classifier import make_classifier
-    from hbbench.datasets import load_dataset
-    from hbbench.defenses import DEFENSES
-    from hbbench.models import load_model
-    from hbbench.plugins import load_refs
-    from hbbench.registry import registering_as, unregister_source
-
-    load_refs([TINY_PLUGIN])
-    x = load_dataset("imagenet-samples", n=4).x
-    y = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu").predict(x).argmax(1)
-    np.savez(tmp_path / "tiny4.npz", x=x, y=y.astype(np.int64))
-    spec = dict(models=["tiny_cnn[weights=random]"], plugins=[TINY_PLUGIN], dataset=f"npz:{tmp_path / 'tiny4.npz'}",
-                n=4, batch_size=2, device="cpu", seed=0)
-    try:
-        with registering_as("tests: vocabulary"):
-            DEFENSES.register("rounding_vocab", "planted gradient masking (tests only)")(lambda classifier: _Rounding())
-        yield spec, "rounding_vocab"
-    finally:
-        unregister_source("tests: vocabulary")
-
-
-def test_failed_then_repaired_setting_says_each_word_once_and_progress_adds_up(tmp_path, masked, capsys):
-    tiny, planted_defense = masked
-    spec = dict(tiny, attacks=["fgsm", "pgd[max_iter=5]"], defenses=[planted_defense],
+def test_failed_then_repaired_setting_says_each_word_once_and_progress_adds_up(tmp_path, tiny, planted_defense,
+                                                                               capsys):
+    """On the tiny CNN with the planted rounding defense (tests/conftest.py) and small budgets."""
+    spec = dict(tiny, n=4, attacks=["fgsm", "pgd[max_iter=5]"], defenses=[planted_defense],
                 threat_models=["oblivious", "adaptive"])
     run_with_progress(resolve(spec), SweepOptions(out=tmp_path, run="r", checks="full", check_samples=2,
-                                                  check_budgets=SMALL, save_examples=0))
+                                                  check_budgets=small_budgets(), save_examples=0))
     out, err = capsys.readouterr()
     table = pd.read_csv(tmp_path / "r" / "summary.csv")
     worst = table[(table.attack == "worst_case") & (table.defense == planted_defense)
