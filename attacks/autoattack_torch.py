@@ -37,10 +37,11 @@ import torch
 from art.attacks.attack import EvasionAttack
 from art.attacks.evasion import SquareAttack
 from art.config import ART_NUMPY_DTYPE
-from art.estimators.classification import PyTorchClassifier
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from art.utils import check_and_transform_label_format
+
+from hbbench.classifier import require_pytorch_path
 
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 
@@ -196,13 +197,7 @@ class AutoAttackTorch(EvasionAttack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not isinstance(self.estimator, PyTorchClassifier):
-            raise TypeError(f"AutoAttackTorch needs an ART PyTorchClassifier, got {type(self.estimator).__name__}")
-        if not self.estimator.all_framework_preprocessing:
-            raise ValueError(
-                "AutoAttackTorch differentiates through the classifier's preprocessing in PyTorch, but this "
-                "classifier has NumPy-only preprocessing/defences; use PyTorch preprocessors, or wrap the defence "
-                "in a straight-through (BPDA) PyTorch preprocessor")
+        require_pytorch_path("AutoAttackTorch", self.estimator)
         if self.version not in VERSIONS:
             raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {self.version!r}")
         if self.norm not in ("inf", "2"):

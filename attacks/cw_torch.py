@@ -31,6 +31,8 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from art.utils import check_and_transform_label_format
 
+from hbbench.classifier import require_pytorch_path
+
 _C_UPPER = 1e10  # the reference code's bound on c; above it a sample is given up
 
 
@@ -76,17 +78,8 @@ class CarliniWagnerL2Torch(EvasionAttack):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        from art.estimators.classification import PyTorchClassifier
-
         super()._check_params()
-        if not isinstance(self.estimator, PyTorchClassifier):
-            raise TypeError(f"CarliniWagnerL2Torch needs an ART PyTorchClassifier, got {type(self.estimator).__name__}")
-        if not self.estimator.all_framework_preprocessing:
-            raise ValueError(
-                "CarliniWagnerL2Torch differentiates through the classifier's preprocessing in PyTorch, but this "
-                "classifier has NumPy-only preprocessing/defences (all_framework_preprocessing is False); use "
-                "PyTorch preprocessors, or wrap the defence in a straight-through (BPDA) PyTorch preprocessor"
-            )
+        require_pytorch_path("CarliniWagnerL2Torch", self.estimator)
         for name in ("binary_search_steps", "max_iter", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:

@@ -156,3 +156,17 @@ def predict_probs(classifier, x: np.ndarray, batch_size: int = 32) -> np.ndarray
     """Class probabilities: the models return logits, every metric and figure wants probabilities."""
     logits = classifier.predict(x, batch_size=batch_size)
     return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+def require_pytorch_path(attack: str, estimator) -> None:
+    """Attacks written in PyTorch (hbbench's C&W and AutoAttack) differentiate through the classifier's
+    preprocessing themselves: they need an ART PyTorchClassifier whose every preprocessor is PyTorch."""
+    from art.estimators.classification import PyTorchClassifier
+
+    if not isinstance(estimator, PyTorchClassifier):
+        raise TypeError(f"{attack} needs an ART PyTorchClassifier, got {type(estimator).__name__}")
+    if not estimator.all_framework_preprocessing:
+        raise ValueError(
+            f"{attack} differentiates through the classifier's preprocessing in PyTorch, but this classifier has "
+            "NumPy-only preprocessing/defences; use PyTorch preprocessors, or wrap the defence in a "
+            "straight-through (BPDA) PyTorch preprocessor")

@@ -16,12 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from hbbench.api import sweep
-from hbbench.classifier import make_classifier
 from hbbench.cli import main
 from hbbench.datasets import load_dataset
 from hbbench.export import load
-from hbbench.models import load_model
-from hbbench.plugins import load_refs
 from hbbench.recheck import recheck
 from hbbench.report import build_report
 from hbbench.spec import SweepSpec
@@ -38,14 +35,10 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> str:
-    """'npz:PATH': three embedded ImageNet images labelled with the tiny CNN's own predictions."""
-    load_refs([PLUGIN])
-    x = load_dataset("imagenet-samples", n=3).x
-    y = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu").predict(x).argmax(1)
-    path = tmp_path_factory.mktemp("data") / "tiny3.npz"
-    np.savez(path, x=x, y=y.astype(np.int64))
-    return f"npz:{path}"
+def labelled(tiny_data) -> str:
+    """'npz:PATH': embedded ImageNet images labelled with the tiny CNN's own predictions (tests/conftest.py;
+    the tests take the first three)."""
+    return tiny_data
 
 
 def _spec(data: str, **kw) -> SweepSpec:
