@@ -34,11 +34,10 @@ def budget_tolerance(eps: float, norm: str) -> float:
     return LINF_TOL if norm == "inf" else max(L2_REL_TOL * eps, LINF_TOL)
 
 
-def shard_facts(x: np.ndarray, x_adv: np.ndarray, eps: float | None, norm: str) -> dict:
-    """What the audit found on one shard's examples ``x_adv`` of images ``x``: images with a NaN, with
-    an infinity, with a value outside the pixel range (and the largest excursion), over the budget
-    ``eps`` in ``norm`` (None: an attack without a budget, not judged) and the largest perturbation
-    among the finite examples. Counts and maxima, so shards merge by sum and max."""
+def measure(x: np.ndarray, x_adv: np.ndarray, eps: float | None, norm: str) -> dict[str, np.ndarray]:
+    """Per image of ``x_adv`` (examples of images ``x``): a NaN, an infinity, the largest excursion
+    outside the pixel range, the perturbation's size in ``norm`` (0 where it is not finite) and
+    whether it is over the budget ``eps`` (None: an attack without a budget, never over). NaN-safe."""
     adv = np.asarray(x_adv, np.float64).reshape(len(x_adv), -1)
     clean = np.asarray(x, np.float64).reshape(len(x), -1)
     nan, inf = np.isnan(adv).any(1), np.isinf(adv).any(1)
@@ -50,10 +49,35 @@ def shard_facts(x: np.ndarray, x_adv: np.ndarray, eps: float | None, norm: str) 
     d = np.where(np.isfinite(adv), adv - clean, 0.0)
     size = np.abs(d).max(1, initial=0.0) if norm == "inf" else np.linalg.norm(d, axis=1)
     over = finite & (size > eps + budget_tolerance(eps, norm)) if eps is not None else np.zeros(len(adv), bool)
-    return {"audit_n": int(len(adv)), "audit_nan": int(nan.sum()), "audit_inf": int(inf.sum()),
-            "audit_out_of_range": int((excursion > LINF_TOL).sum()),
-            "audit_range_worst": float(excursion.max(initial=0.0)), "audit_over_budget": int(over.sum()),
-            "audit_norm_worst": float(size[finite].max(initial=0.0)), "audit_eps": eps, "audit_norm": norm}
+    return {"nan": nan, "inf": inf, "finite": finite, "excursion": excursion, "size": size, "over": over}
+
+
+def shard_facts(x: np.ndarray, x_adv: np.ndarray, eps: float | None, norm: str) -> dict:
+    """What the audit found on one shard's examples ``x_adv`` of images ``x``: images with a NaN, with
+    an infinity, with a value outside the pixel range (and the largest excursion), over the budget
+    ``eps`` in ``norm`` and the largest perturbation among the finite examples. Counts and maxima, so
+    shards merge by sum and max."""
+    m = measure(x, x_adv, eps, norm)
+    return {"audit_n": int(len(m["nan"])), "audit_nan": int(m["nan"].sum()), "audit_inf": int(m["inf"].sum()),
+            "audit_out_of_range": int((m["excursion"] > LINF_TOL).sum()),
+            "audit_range_worst": float(m["excursion"].max(initial=0.0)), "audit_over_budget": int(m["over"].sum()),
+            "audit_norm_worst": float(m["size"][m["finite"]].max(initial=0.0)), "audit_eps": eps, "audit_norm": norm}
+
+
+def image_violations(x: np.ndarray, x_adv: np.ndarray, eps: float | None, norm: str) -> dict[int, str]:
+    """The same audit per image, for a reader who names each example (hbbench recheck): the index of
+    every example that fails it, with its violations in words, worst first."""
+    m = measure(x, x_adv, eps, norm)
+    out = {}
+    for k in range(len(m["nan"])):
+        found = [what for key, what in (("nan", "NaN pixels"), ("inf", "infinite pixels")) if m[key][k]]
+        if m["over"][k]:
+            found.append(f"outside its eps-ball: {NORM_LABEL[norm]} {m['size'][k]:.6g} > eps {eps_label(eps)} ({eps:.6g})")
+        if m["excursion"][k] > LINF_TOL:
+            found.append(f"pixels outside [{PIXEL_RANGE[0]:g}, {PIXEL_RANGE[1]:g}] by up to {m['excursion'][k]:.4g}")
+        if found:
+            out[k] = "; ".join(found)
+    return out
 
 
 def summary_facts(metas: list[dict]) -> dict:

@@ -4,9 +4,12 @@
     <run>/cells/<id>.shards/NNNNN.examples.npz    one shard's, before the merge
 
 Each file is a compressed NumPy ``.npz`` (zlib: lossless, about 30% of the raw float32 bytes for
-224 px ImageNet examples; ``np.load`` reads it without hbbench or pickle) of three arrays, one row per stored image: ``sample`` (the image's index in the run's data, int64),
-``sample_id`` (its id, as the records name it) and ``x_adv`` (float32, N x C x H x W, in [0, 1]: the
-input the cell's defense received, exactly as the attack returned it). How many images a cell keeps
+224 px ImageNet examples; ``np.load`` reads it without hbbench or pickle) of these arrays, one row per
+stored image: ``sample`` (the image's index in the run's data, int64), ``sample_id`` (its id, as the
+records name it), ``x_adv`` (float32, N x C x H x W, in [0, 1]: the input the cell's defense received,
+exactly as the attack returned it) and, in a cell with a defense, ``x_defended`` (float32, the same
+shape: what the defense made of ``x_adv``, the input the network classified; the report's panels show
+it). How many images a cell keeps
 is ``--save-examples`` (``SweepOptions.save_examples``, default ``hbbench.options.SAVE_EXAMPLES``): the first N images of the run (``all``:
 every one; 0: none). The report's example panels and ``hbbench export`` read these files; nothing
 crafts them again."""
@@ -21,6 +24,7 @@ from hbbench.errors import HBBenchError
 
 SUFFIX = "examples.npz"
 FIELDS = ("sample", "sample_id", "x_adv")
+DEFENDED = "x_defended"  # only in a cell with a defense (and absent in runs stored before it)
 
 
 def select(start: int, stop: int, keep: int | None) -> np.ndarray:
@@ -30,11 +34,12 @@ def select(start: int, stop: int, keep: int | None) -> np.ndarray:
     return np.arange(stop - start) if keep is None else np.flatnonzero(samples < keep)
 
 
-def to_bytes(sample, sample_id, x_adv) -> bytes:
+def to_bytes(sample, sample_id, x_adv, x_defended=None) -> bytes:
     """The ``.npz`` bytes of one file (written atomically by the caller)."""
     buf = io.BytesIO()
+    defended = {} if x_defended is None else {DEFENDED: np.ascontiguousarray(x_defended, dtype=np.float32)}
     np.savez_compressed(buf, sample=np.asarray(sample, np.int64), sample_id=np.asarray([str(s) for s in sample_id], dtype=str),
-             x_adv=np.ascontiguousarray(x_adv, dtype=np.float32))
+                        x_adv=np.ascontiguousarray(x_adv, dtype=np.float32), **defended)
     return buf.getvalue()
 
 
@@ -42,11 +47,12 @@ def read(path: Path) -> dict[str, np.ndarray]:
     """The arrays of one examples file; a damaged one is named (one line, HBBenchError)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in FIELDS}
+            arrays = {k: z[k] for k in FIELDS + ((DEFENDED,) if DEFENDED in z.files else ())}
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise HBBenchError(f"{path} is not a readable examples file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                            "`hbbench verify` checks it against its cell's seal") from None
-    if arrays["x_adv"].dtype != np.float32 or len(arrays["x_adv"]) != len(arrays["sample"]):
+    if arrays["x_adv"].dtype != np.float32 or len(arrays["x_adv"]) != len(arrays["sample"]) or \
+            (DEFENDED in arrays and arrays[DEFENDED].shape != arrays["x_adv"].shape):
         raise HBBenchError(f"{path} is not an examples file hbbench wrote (x_adv {arrays['x_adv'].dtype}, "
                            f"{len(arrays['x_adv'])} images for {len(arrays['sample'])} samples)")
     return arrays
@@ -59,4 +65,5 @@ def merge(paths: list[Path]) -> tuple[bytes, int] | None:
     parts = [p for p in parts if len(p["sample"])]
     if not parts:
         return None
-    return to_bytes(*(np.concatenate([p[k] for p in parts]) for k in FIELDS)), sum(len(p["sample"]) for p in parts)
+    fields = FIELDS + ((DEFENDED,) if all(DEFENDED in p for p in parts) else ())
+    return to_bytes(*(np.concatenate([p[k] for p in parts]) for k in fields)), sum(len(p["sample"]) for p in parts)

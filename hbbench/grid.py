@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from hbbench.attacks import ATTACKS, attack_norm, has_budget
-from hbbench.datasets import DATASETS
+from hbbench.datasets import DATASETS, cell_params
 from hbbench.defenses import DEFENSES
 from hbbench.errors import HBBenchError
 from hbbench.models import MODELS
@@ -101,9 +101,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
     accepted = DATASETS.resolve(spec.dataset)[0].params
     _validate_params("dataset", spec.dataset, spec.dataset_params,
                      {k: v for k, v in accepted.items() if k not in ("n", "seed")})  # those are --n and --seed
-    # Which images --n draws is part of a cell: a run made before stratified sampling (first N)
-    # must not be resumed with stratified draws, so the default is written into the cell.
-    data_params = {**({"sample": accepted["sample"]} if "sample" in accepted else {}), **spec.dataset_params}
+    data_params = cell_params(spec.dataset, spec.dataset_params)
     defenses = ["none"] + [d for d in spec.defenses if d != "none"]
     cells = []
     for (m_label, m_name, m_params), a_label in ((m, a) for m in models for a in spec.attacks):

@@ -1,9 +1,9 @@
 """``hbbench recheck FILE``: score an export's adversarial examples again, from scratch.
 
-First an audit of every example, with no model: finite, in [0, 1], of the dataset's image shape,
-within the cell's budget in its attack's norm (float tolerance ``EPS_TOL``), measured against the
-clean image loaded again from the dataset the export names (its spec: dataset, n, seed), whose id and
-label must be the export's. Then each example goes through the defense and the model, as every
+First an audit of every example, with no model: of the dataset's image shape, whose id and label must
+be the export's, then the sweep's own audit (hbbench.audit: finite, in [0, 1], within the cell's
+budget in its attack's norm, with the same float tolerances), measured against the clean image loaded
+again from the dataset the export names (its spec: dataset, n, seed). Then each example goes through the defense and the model, as every
 threat model scores it (oblivious, bpda and adaptive alike: the defense runs at prediction time), and
 its top-1 is compared with the one the run recorded. A disagreement is a failure unless the image sits
 on a decision boundary (top-1 minus top-2 log-probability, the logit gap, below ``BOUNDARY``, recorded
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hbbench import audit
 from hbbench.errors import HBBenchError
 from hbbench.execution import defend, get_context, make_cell_defense
 from hbbench.export import load
@@ -24,9 +25,6 @@ from hbbench.grid import resolve
 from hbbench.labels import eps_label
 
 BOUNDARY = 1e-4  # logit gap (top-1 minus top-2 log-probability) under which an image sits on a decision boundary
-EPS_TOL = 1e-6  # float32 rounding of x + delta: an example may exceed its budget by this much
-NORMS = {"inf": lambda d: np.abs(d).max(axis=1), "2": lambda d: np.sqrt((d.astype(np.float64) ** 2).sum(axis=1)),
-         "1": lambda d: np.abs(d.astype(np.float64)).sum(axis=1)}
 
 
 @dataclass
@@ -111,21 +109,13 @@ def _check_cell(arrays, i: int, cell, batch_size: int, device: str) -> CellCheck
     if x_adv.shape[1:] != tuple(ds.sample_shape):
         check.audit.append(f"examples of shape {x_adv.shape[1:]}; {cell.dataset}'s images are {tuple(ds.sample_shape)}")
         return check
-    flat = x_adv.reshape(len(rows), -1)
-    for k in np.flatnonzero(~np.isfinite(flat).all(axis=1)):
-        check.audit.append(f"{name(k)}: not finite (NaN or inf pixels)")
-    for k in np.flatnonzero((flat.min(axis=1, initial=0) < 0) | (flat.max(axis=1, initial=1) > 1)):
-        check.audit.append(f"{name(k)}: pixels outside [0, 1] ({flat[k].min():.4g} to {flat[k].max():.4g})")
     clean = ds.images(samples[known].tolist())
-    norm = str(arrays["cell_norm"][i])
-    if not np.isnan(check.eps) and norm in NORMS:
-        sizes = NORMS[norm]((x_adv[known] - clean).reshape(len(clean), -1))
-        for k, size in zip(np.flatnonzero(known), sizes):
-            if size > check.eps * (1 + EPS_TOL) + EPS_TOL:
-                check.audit.append(f"{name(k)}: outside its eps-ball: L{norm} {size:.6g} > eps "
-                                   f"{eps_label(check.eps)} ({check.eps:.6g})")
-    elif not np.isnan(check.eps):
-        check.audit.append(f"norm {norm!r}: not one recheck measures (inf, 2, 1)")
+    eps, norm = (None if np.isnan(check.eps) else check.eps), str(arrays["cell_norm"][i])
+    if eps is not None and norm not in audit.NORM_LABEL:
+        check.audit.append(f"norm {norm!r}: not one the audit measures ({', '.join(audit.NORM_LABEL)})")
+        return check
+    for k, what in audit.image_violations(clean, x_adv[known], eps, norm).items():
+        check.audit.append(f"{name(np.flatnonzero(known)[k])}: {what}")
     if check.audit:
         return check  # a forged example is not scored
     x_def = defend(cell, make_cell_defense(cell, ctx.classifier), 0, batch_size, x_adv)[0]  # seeded: repeatable

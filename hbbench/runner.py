@@ -16,6 +16,7 @@ from hbbench.attacks import ATTACKS, MarginLoss, attack_norm, has_budget
 from hbbench.attacks.early_stop import keeps_best_iterate
 from hbbench.classifier import resolve_device, with_loss
 from hbbench.defenses import attacker_preprocessors
+from hbbench.examples_store import DEFENDED as DEFENDED_EXAMPLES
 from hbbench.examples_store import select as select_examples
 from hbbench.execution import attacked_classifier, craft, defend, get_context, is_random, make_cell_defense
 from hbbench.passes import PassCount, count_passes
@@ -51,7 +52,7 @@ class ShardResult:
     attack_gradient: str
     passes: PassCount  # forward and backward passes the shard's attack run spent crafting (all its images)
     probes: dict  # what the checks read: defense_randomized, gradient_zero_share (hbbench.probes)
-    examples: dict | None = None  # sample, sample_id, x_adv of the images the cell keeps (hbbench.examples_store)
+    examples: dict | None = None  # sample, sample_id, x_adv (and x_defended) of the images the cell keeps (hbbench.examples_store)
 
 
 def group_cells(cells: list[Cell]) -> list[list[Cell]]:
@@ -132,6 +133,7 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         found = {"defense_randomized": randomized, "gradient_zero_share": zero_share,
                  "num_classes": ds.num_classes, **audited}  # chance level of the model_sanity check
         t0 = time.perf_counter()
+        x_def_adv = None
         if defense is None:
             def_clean, def_adv = clean_probs, adv_probs
         elif randomized:  # fresh draws for every cell, clean then adversarial, as seeded
@@ -140,7 +142,8 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         else:
             def_clean = ctx.defended_clean(cell, unit.start, unit.stop, unit.cache_dir, lambda: ctx.predict(
                 defend(cell, defense, unit.shard, batch_size, x)[0]))
-            def_adv = ctx.predict(defend(cell, defense, unit.shard, batch_size, x_adv)[0])
+            x_def_adv = defend(cell, defense, unit.shard, batch_size, x_adv)[0]
+            def_adv = ctx.predict(x_def_adv)
         defense_seconds = time.perf_counter() - t0
         if ctx.fooled_at is not None:  # best iterate: the run's cells are scored on the attacked model
             found.update(probes.silent_success(ctx.fooled_at, def_adv, y))
@@ -148,8 +151,10 @@ def run_unit(unit: Unit, batch_size: int = 32, device: str = "auto", loader_work
         records = sample_records(ids, y, probs, x, x_adv)
         records["sample"] += unit.start
         records.insert(0, "cell_id", cell.id)
+        kept_examples = examples if examples is None or x_def_adv is None else \
+            {**examples, DEFENDED_EXAMPLES: x_def_adv[kept]}  # what the network classified: the report shows it
         results.append(ShardResult(cell.id, unit.shard, records, attack_seconds, defense_seconds, gradient, passes,
-                                   found, examples))
+                                   found, kept_examples))
     return results
 
 

@@ -42,7 +42,8 @@ class RunStore(RunDir):
         atomic_write_bytes(self.shard(cell_id, shard, "parquet"), _parquet_bytes(records))
         if examples is not None:
             atomic_write_bytes(self.shard(cell_id, shard, examples_store.SUFFIX),
-                               examples_store.to_bytes(examples["sample"], examples["sample_id"], examples["x_adv"]))
+                               examples_store.to_bytes(examples["sample"], examples["sample_id"], examples["x_adv"],
+                                                       examples.get(examples_store.DEFENDED)))
         atomic_write_json(self.shard(cell_id, shard, "json"), meta)
 
     def merge_shards(self, cell_id: str, n_shards: int, summarize) -> dict | None:

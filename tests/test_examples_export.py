@@ -113,7 +113,7 @@ def test_an_example_moved_outside_its_eps_ball_is_named(exported, tmp_path):
     sample, image = int(load(path)["sample"][4]), load(path)["image_id"][4]
     code, out = cli("recheck", path, "--plugin", PLUGIN)
     assert code == 1
-    assert re.search(rf"audit: #{sample} \({re.escape(str(image))}\): outside its eps-ball: Linf [0-9.]+ > eps 4/255",
+    assert re.search(rf"audit: #{sample} \({re.escape(str(image))}\): outside its eps-ball: L-inf [0-9.]+ > eps 4/255",
                      out), out
 
 
@@ -175,6 +175,46 @@ def test_the_report_draws_panels_from_the_stored_examples(run, tmp_path):
     text = md.read_text()
     assert "examples.png" in text and "nothing is attacked again" in text
     assert (copy / "report_files" / "examples.png").is_file()
+
+
+def test_a_defense_cell_stores_the_input_its_network_classified(run):
+    """x_defended is what the defense made of each stored example: the tiny CNN's top-1 on it is the
+    run's recorded top-1 after the defense, image by image; an undefended cell stores none."""
+    from hbbench.classifier import make_classifier
+    from hbbench.models import load_model
+
+    clf = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu")
+    summary = pd.read_csv(run / "summary.csv")
+    summary = summary[summary.attack != "worst_case"]
+    for cell_id, defense in zip(summary.cell_id, summary.defense):
+        with np.load(run / "cells" / f"{cell_id}.examples.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if defense == "none":
+            assert "x_defended" not in arrays
+            continue
+        x_def = arrays["x_defended"]
+        assert x_def.dtype == np.float32 and x_def.shape == arrays["x_adv"].shape
+        assert not np.array_equal(x_def, arrays["x_adv"])  # JPEG changed them
+        records = pd.read_parquet(run / "cells" / f"{cell_id}.parquet").set_index("sample")
+        assert list(clf.predict(x_def).argmax(1)) == list(records.loc[arrays["sample"], "def_adv_pred"])
+
+
+def test_the_defense_panels_show_the_stored_defended_images(run, monkeypatch):
+    import hbbench.report.examples as E
+    from hbbench.report.data import load_run
+
+    drawn = {}
+    monkeypatch.setattr(E.P, "example_panels", lambda rows, columns: drawn.update(rows=rows, columns=columns))
+    fig, caption, (threat, base_id, stored) = E.example_figure(load_run(run), 2)
+    column = next(c for c in drawn["columns"] if c.startswith("jpeg on adversarial"))
+    summary = pd.read_csv(run / "summary.csv")
+    cell = summary[(summary.defense == "jpeg") & (summary.threat_model == threat) & (summary.cell_id != base_id)]
+    with np.load(run / "cells" / f"{cell.cell_id.iloc[0]}.examples.npz", allow_pickle=False) as z:
+        defended = dict(zip(z["sample"].tolist(), z["x_defended"]))
+    for row in drawn["rows"]:
+        sample = int(row["title"].split(":")[0].lstrip("#"))
+        assert np.array_equal(row[column]["img"], defended[sample])
+    assert "the input the network classified (what the defense made" in caption
 
 
 def test_the_report_imports_no_attack_or_runner_code():

@@ -229,6 +229,14 @@ def load_dataset(name: str = "imagenet-samples", n: int | None = None, seed: int
     return ds
 
 
+def cell_params(name: str, params: dict) -> dict:
+    """The dataset parameters a cell draws its images with: the dataset's default sampling written in,
+    then ``params``. Which images --n draws is part of a cell, so a run made before stratified
+    sampling (first N) is not resumed with stratified draws; the report reloads a run's images by it."""
+    accepted = DATASETS.resolve(name)[0].params
+    return {**({"sample": accepted["sample"]} if "sample" in accepted else {}), **params}
+
+
 def load_first(name: str, n: int | None = None, **params) -> Dataset:
     """The first ``n`` samples in the dataset's fixed order, also where ``n`` would otherwise draw a
     stratified subset: an image index means that position, and some documented tables were measured

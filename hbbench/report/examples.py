@@ -14,7 +14,7 @@ import pandas as pd
 
 import hbbench.report.plots as P
 from hbbench import examples_store
-from hbbench.datasets import DATASETS, load_dataset
+from hbbench.datasets import cell_params, load_dataset
 from hbbench.labels import eps_label
 from hbbench.plugins import load_refs
 from hbbench.report.data import Run, focus, pick, setting_label
@@ -59,23 +59,23 @@ def _chosen_samples(rec: pd.DataFrame, n: int) -> list[int]:
     return [int(rec.loc[i, "sample"]) for i in order[:n]]
 
 
-def _stored(run: Run, cell_id: str) -> dict[int, np.ndarray] | None:
-    """The cell's stored adversarial examples by sample index, or None when it kept none."""
+def _stored(run: Run, cell_id: str) -> dict[str, dict[int, np.ndarray]] | None:
+    """The cell's stored arrays by sample index (``x_adv``, and in a cell with a defense ``x_defended``),
+    or None when it kept none."""
     path = RunDir(run.root).cell_examples(cell_id)
     if not path.is_file():
         return None
     arrays = examples_store.read(path)
-    return dict(zip(arrays["sample"].tolist(), arrays["x_adv"]))
+    samples = arrays["sample"].tolist()
+    return {k: dict(zip(samples, arrays[k])) for k in ("x_adv", examples_store.DEFENDED) if k in arrays}
 
 
 def _dataset(run: Run):
-    """The run's data as its sweep loaded it (its plugins first; the default sampling written into
-    the parameters as hbbench.grid.expand does), for the clean images."""
+    """The run's data as its sweep loaded it (its plugins first, then the cells' parameters), for the clean images."""
     spec = run.spec
     load_refs(spec.get("plugins") or [])
     name = spec.get("dataset", "imagenet-samples")
-    accepted = DATASETS.resolve(name)[0].params
-    params = {**({"sample": accepted["sample"]} if "sample" in accepted else {}), **(spec.get("dataset_params") or {})}
+    params = cell_params(name, spec.get("dataset_params") or {})
     return load_dataset(name, n=spec.get("n"), seed=spec.get("seed", 0), **params)
 
 
@@ -96,7 +96,7 @@ def example_figure(run: Run, n_examples: int):
     setting = setting[setting.threat_model == threat]
     base_row = setting[setting.defense == "none"] if (setting.defense == "none").any() else setting.iloc[:1]
     base_id = base_row.cell_id.iloc[0]
-    stored = _stored(run, base_id)
+    stored = (_stored(run, base_id) or {}).get("x_adv")
     if not stored:
         return BEFORE_EXAMPLES if "save_examples" not in run.manifest else NO_EXAMPLES
     rec = run.records[base_id].set_index("sample", drop=False)
@@ -107,16 +107,18 @@ def example_figure(run: Run, n_examples: int):
 
     adv_col = f"adversarial ({setting_label(attack, eps)})"
     pert_col = "perturbation δ (stretched)"
-    defended = {}
+    defended, undrawn = {}, []
     for d in run.defenses:
         r = setting[setting.defense == d]
         if d == "none" or r.empty:
             continue
         cid = r.cell_id.iloc[0]
-        own = _stored(run, cid)
+        arrays = _stored(run, cid) or {}
+        own = arrays.get(examples_store.DEFENDED)  # absent in a run stored before the defended images were kept
         if own is None or any(s not in own for s in chosen):
+            undrawn.append(d)
             continue
-        shared = all(np.array_equal(own[s], stored[s]) for s in chosen)  # oblivious: the same examples
+        shared = all(np.array_equal(arrays["x_adv"][s], stored[s]) for s in chosen)  # oblivious: the same examples
         column = f"{d} on adversarial" + ("" if shared else " crafted against it")
         defended[column] = (own, run.records[cid].set_index("sample", drop=False))
 
@@ -142,8 +144,11 @@ def example_figure(run: Run, n_examples: int):
                f"{len(stored)} whose adversarial examples the run stored) under {setting_label(attack, eps)}, the "
                "attack setting that hurts the undefended model most; each panel lists the top-3 predictions the run "
                "recorded, with probabilities (✓/green frame: top-1 correct, ✗/red: wrong). A defense's panel shows "
-               "the adversarial input it received and its top-3 after the defense. Drawn from the run's stored "
-               "examples and records: nothing is attacked again.")
+               "the input the network classified (what the defense made of the adversarial example) and its top-3. "
+               "Drawn from the run's stored examples and records: nothing is attacked again.")
+    if undrawn:
+        caption += (f" No panel for {', '.join(undrawn)}: the run stored no defended images for these images "
+                    "(a run made before hbbench kept them, or a cell that kept fewer images).")
     return fig, caption, (threat, base_id, stored)
 
 
