@@ -3,8 +3,8 @@
     <run>/cells/<id>.examples.npz                 a finished cell's examples (sealed in <id>.json)
     <run>/cells/<id>.shards/NNNNN.examples.npz    one shard's, before the merge
 
-Each file is a compressed NumPy ``.npz`` (zlib: lossless, about 30% of the raw float32 bytes for
-224 px ImageNet examples; ``np.load`` reads it without hbbench or pickle) of these arrays, one row per
+Each file is a compressed NumPy ``.npz`` (zlib level 1: lossless, 34-88% of the raw float32 bytes
+for 224 px ImageNet examples, bench/bench_examples_store.py; ``np.load`` reads it without hbbench or pickle) of these arrays, one row per
 stored image: ``sample`` (the image's index in the run's data, int64), ``sample_id`` (its id, as the
 records name it), ``x_adv`` (float32, N x C x H x W, in [0, 1]: the input the cell's defense received,
 exactly as the attack returned it) and, in a cell with a defense, ``x_defended`` (float32, the same
@@ -16,6 +16,7 @@ crafts them again."""
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from hbbench.errors import HBBenchError
 
 SUFFIX = "examples.npz"
 FIELDS = ("sample", "sample_id", "x_adv")
+COMPRESS_LEVEL = 1  # zlib's fastest: see to_bytes
 DEFENDED = "x_defended"  # only in a cell with a defense (and absent in runs stored before it)
 
 
@@ -35,11 +37,18 @@ def select(start: int, stop: int, keep: int | None) -> np.ndarray:
 
 
 def to_bytes(sample, sample_id, x_adv, x_defended=None) -> bytes:
-    """The ``.npz`` bytes of one file (written atomically by the caller)."""
+    """The ``.npz`` bytes of one file (written atomically by the caller): what ``np.savez_compressed``
+    writes, at zlib level 1 instead of its fixed 6. On 224 px examples level 6 took 1.3-5x the time for
+    1-14% fewer bytes (bench/bench_examples_store.py), and every sweep pays it for every cell."""
+    arrays = {"sample": np.asarray(sample, np.int64), "sample_id": np.asarray([str(s) for s in sample_id], dtype=str),
+              "x_adv": np.ascontiguousarray(x_adv, dtype=np.float32)}
+    if x_defended is not None:
+        arrays[DEFENDED] = np.ascontiguousarray(x_defended, dtype=np.float32)
     buf = io.BytesIO()
-    defended = {} if x_defended is None else {DEFENDED: np.ascontiguousarray(x_defended, dtype=np.float32)}
-    np.savez_compressed(buf, sample=np.asarray(sample, np.int64), sample_id=np.asarray([str(s) for s in sample_id], dtype=str),
-                        x_adv=np.ascontiguousarray(x_adv, dtype=np.float32), **defended)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
     return buf.getvalue()
 
 
@@ -61,7 +70,10 @@ def read(path: Path) -> dict[str, np.ndarray]:
 def merge(paths: list[Path]) -> tuple[bytes, int] | None:
     """One file's bytes, and its image count, from the shards' files (in shard order); None when no
     shard kept any."""
-    parts = [read(p) for p in paths if p.is_file()]
+    present = [p for p in paths if p.is_file()]
+    parts = [read(p) for p in present]
+    if len(present) == 1 and len(parts[0]["sample"]):  # one shard: its file is the cell's, as it is
+        return present[0].read_bytes(), len(parts[0]["sample"])
     parts = [p for p in parts if len(p["sample"])]
     if not parts:
         return None
