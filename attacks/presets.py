@@ -116,9 +116,12 @@ def cw_art(classifier, confidence: float = 0.0, learning_rate: float = 0.01, bin
 @ATTACKS.register("cw_linf", "CarliniLInfMethod: Carlini-Wagner under an Linf bound",
                   norm="inf", budget=False, gradient=True)
 def cw_linf(classifier, confidence: float = 0.0, learning_rate: float = 0.01, max_iter: int = 10,
-            batch_size: int = 32):
-    return E.CarliniLInfMethod(classifier, confidence=confidence, learning_rate=learning_rate,
-                               max_iter=max_iter, batch_size=batch_size, verbose=False)
+            initial_const: float = 1e-5, largest_const: float = 20.0, batch_size: int = 32):
+    # ART doubles the constant from initial_const to largest_const for every bound it tries: 21 doublings
+    # by default, the attack's main cost; a caller who knows the scale of its loss starts higher.
+    return E.CarliniLInfMethod(classifier, confidence=confidence, learning_rate=learning_rate, max_iter=max_iter,
+                               initial_const=initial_const, largest_const=largest_const, batch_size=batch_size,
+                               verbose=False)
 
 
 @ATTACKS.register("deepfool", "DeepFool: minimal L2 step across the nearest linearised boundary",

@@ -13,7 +13,8 @@ EPS = 4 / 255
 FAST = {"apgd": {"max_iter": 3}, "autoattack": {"n_iter": 2, "n_target_classes": 1, "n_queries": 5},
         "autoattack_art": {"max_iter": 2, "nb_random_init": 1, "square_max_iter": 5},
         "square": {"max_iter": 5}, "cw": {"max_iter": 3},
-        "cw_art": {"max_iter": 2}, "cw_linf": {"max_iter": 2}, "deepfool": {"max_iter": 3},
+        "cw_art": {"max_iter": 2}, "cw_linf": {"max_iter": 2, "initial_const": 1.0, "largest_const": 4.0},
+        "deepfool": {"max_iter": 3, "nb_grads": 3},
         "hopskipjump": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5},
         "hsj_eps": {"max_iter": 1, "max_eval": 20, "init_eval": 5, "init_size": 5},
         "transfer_pgd": {"surrogate": "efficientnet_lite0", "max_iter": 3}}

@@ -1,7 +1,12 @@
 """Several models in one grid: cells gain the model dimension, each model's attacks run against it,
-the embedded model's cells are the ones a one-model run gives, and checks stay within a model."""
+the first model's cells are the ones a one-model run gives, and checks stay within a model.
+
+On the example plugin's tiny CNN on its own labelled images (every image right) beside a second tiny CNN
+with other random weights (right on none): two models a grid tells apart, at the fast tier's cost."""
 import pandas as pd
 import pytest
+import torch
+from tests.conftest import TINY_MODEL, TINY_PLUGIN
 
 from hbbench.api import sweep
 from hbbench.runner import plan_units
@@ -11,32 +16,46 @@ from hbbench.spec import SweepSpec
 
 def grid(models, **kw) -> SweepSpec:
     return SweepSpec(attacks=["fgsm", "pgd[max_iter=3]"], defenses=["jpeg"], models=models, n=3, batch_size=3,
-                     threat_models=["oblivious", "bpda"], **kw)
+                     threat_models=["oblivious", "bpda"], plugins=[TINY_PLUGIN], device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, second_model):
+def other_tiny(tmp_path_factory) -> str:
+    """The tiny CNN with weights of another seed, from a checkpoint (the plugin's weights=PATH)."""
+    from hbbench.models import load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    architecture = type(load_model("tiny_cnn", weights="random").module)
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("other-tiny") / "tiny_cnn_seed1.pt"
+    torch.save(architecture().state_dict(), path)
+    return f"tiny_cnn[weights={path}]"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, other_tiny, tiny_data):
     out = tmp_path_factory.mktemp("models")
-    both = sweep(grid(["efficientnet_lite0", second_model]), out=out, run="both")
-    one = sweep(grid(["efficientnet_lite0"]), out=out, run="one")
-    return out, both, one, second_model
+    both = sweep(grid([TINY_MODEL, other_tiny], dataset=tiny_data), out=out, run="both")
+    one = sweep(grid([TINY_MODEL], dataset=tiny_data), out=out, run="one")
+    return out, both, one, other_tiny
 
 
 def test_one_summary_holds_both_models(runs):
     _, both, _, second = runs
     cells = both[both.attack != "worst_case"]
-    assert list(dict.fromkeys(cells.model)) == ["efficientnet_lite0", second]
+    assert list(dict.fromkeys(cells.model)) == [TINY_MODEL, second]
     assert len(cells) == 2 * 2 * 2 * 2  # models x attacks x {none, jpeg} x threat models
     worst = both[both.attack == "worst_case"]
-    assert set(worst.model) == {"efficientnet_lite0", second}  # one worst case per model, never mixed
-    # a random-weights network is right on no image: its clean top-1 is 0, the embedded one's is not
+    assert set(worst.model) == {TINY_MODEL, second}  # one worst case per model, never mixed
+    # the images are labelled by the first network: the other is right on none of them
     assert (cells[cells.model == second].clean_top1 == 0).all()
-    assert (cells[cells.model == "efficientnet_lite0"].clean_top1 > 0).all()
+    assert (cells[cells.model == TINY_MODEL].clean_top1 > 0).all()
 
 
 def test_the_embedded_models_cells_equal_a_one_model_run(runs):
     _, both, one, _ = runs
-    a = both[(both.model == "efficientnet_lite0") & (both.attack != "worst_case")].set_index("cell_id")
+    a = both[(both.model == TINY_MODEL) & (both.attack != "worst_case")].set_index("cell_id")
     b = one[one.attack != "worst_case"].set_index("cell_id")
     assert sorted(a.index) == sorted(b.index)  # same cells, same ids
     cols = ["clean_top1", "adv_top1", "defended_clean_top1", "defended_adv_top1", "ndcg", "mrr", "linf"]
@@ -55,9 +74,9 @@ def test_each_model_is_attacked_on_its_own(runs):
 def test_checks_name_their_model(runs):
     out, _, _, second = runs
     checks = pd.read_csv(out / "both" / "checks.csv")
-    assert set(checks.model) == {"efficientnet_lite0", second}
-    sanity = checks[checks.check == "model_sanity"]  # one row per model: only the random-weights one fails
-    assert dict(zip(sanity.model, sanity.status)) == {"efficientnet_lite0": "pass", second: "fail"}
+    assert set(checks.model) == {TINY_MODEL, second}
+    sanity = checks[checks.check == "model_sanity"]  # one row per model: only the one right on no image fails
+    assert dict(zip(sanity.model, sanity.status)) == {TINY_MODEL: "pass", second: "fail"}
 
 
 def test_units_run_one_model_after_the_other(second_model):
