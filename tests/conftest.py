@@ -10,7 +10,9 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from click.testing import CliRunner
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+# Under pytest-xdist (make test: one worker per core) each worker keeps to one thread, so the two
+# workers share the cores instead of fighting over them.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, os.cpu_count() or 1))
 
 SHARED_200 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "imagenet-samples-200")
 
@@ -20,13 +22,6 @@ def model():
     from hbbench.models import load_model
 
     return load_model("efficientnet_lite0")
-
-
-@pytest.fixture(scope="session")
-def second_model():
-    """A second model for model grids: torchvision's resnet18 with random weights, on purpose (no download);
-    its outputs are not uniform (a random-weights mobilenet's are)."""
-    return "torchvision:resnet18[weights=random]"
 
 
 @pytest.fixture(scope="session")
@@ -231,3 +226,20 @@ def tiny_classifier():
 
     load_refs([TINY_PLUGIN])
     return make_classifier(load_model("tiny_cnn", weights="random"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def other_tiny(tmp_path_factory) -> str:
+    """A second model for model grids: the tiny CNN with weights of another seed, from a checkpoint (the
+    plugin's weights=PATH). ``tiny_data`` is labelled by the first, so this one is right on none of it."""
+    from hbbench.models import load_model
+    from hbbench.plugins import load_refs
+
+    load_refs([TINY_PLUGIN])
+    architecture = type(load_model("tiny_cnn", weights="random").module)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        state = architecture().state_dict()
+    path = tmp_path_factory.mktemp("other-tiny") / "tiny_cnn_seed1.pt"
+    torch.save(state, path)
+    return f"tiny_cnn[weights={path}]"

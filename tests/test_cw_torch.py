@@ -13,14 +13,14 @@ def _success_and_l2(classifier, x, y, x_adv):
 
 
 def test_matches_art_reference(classifier, data4):
-    x, y = data4.x[:3], data4.y[:3]
+    x, y = data4.x[:2], data4.y[:2]
     ours = make_attack("cw", classifier).generate(x, y=y)
-    art = make_attack("cw_art", classifier, max_iter=5).generate(x, y=y)
+    art = make_attack("cw_art", classifier, max_iter=3).generate(x, y=y)
     s_ours, l2_ours = _success_and_l2(classifier, x, y, ours)
     s_art, l2_art = _success_and_l2(classifier, x, y, art)
-    assert s_ours >= s_art - 0.34 and s_ours >= 2 / 3
-    # Measured on these images: ours 0.16 mean L2 on 8 images, ART's 0.16 on the first 3. A factor of
-    # 2 catches a broken optimiser (lr 0.01 gave 4x) without flaking on optimiser noise.
+    assert s_ours >= s_art and s_ours == 1.0
+    # Measured on these 2 images: ours 0.19 mean L2, ART's 0.18 (0.16 and 0.16 on 8 and 3 images). A
+    # factor of 2 catches a broken optimiser (lr 0.01 gave 4x) without flaking on optimiser noise.
     assert l2_ours.mean() <= 2 * l2_art.mean()
     assert ours.min() >= 0 and ours.max() <= 1
 

@@ -5,7 +5,6 @@ On the example plugin's tiny CNN on its own labelled images (every image right) 
 with other random weights (right on none): two models a grid tells apart, at the fast tier's cost."""
 import pandas as pd
 import pytest
-import torch
 from tests.conftest import TINY_MODEL, TINY_PLUGIN
 
 from hbbench.api import sweep
@@ -17,20 +16,6 @@ from hbbench.spec import SweepSpec
 def grid(models, **kw) -> SweepSpec:
     return SweepSpec(attacks=["fgsm", "pgd[max_iter=3]"], defenses=["jpeg"], models=models, n=3, batch_size=3,
                      threat_models=["oblivious", "bpda"], plugins=[TINY_PLUGIN], device="cpu", **kw)
-
-
-@pytest.fixture(scope="module")
-def other_tiny(tmp_path_factory) -> str:
-    """The tiny CNN with weights of another seed, from a checkpoint (the plugin's weights=PATH)."""
-    from hbbench.models import load_model
-    from hbbench.plugins import load_refs
-
-    load_refs([TINY_PLUGIN])
-    architecture = type(load_model("tiny_cnn", weights="random").module)
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("other-tiny") / "tiny_cnn_seed1.pt"
-    torch.save(architecture().state_dict(), path)
-    return f"tiny_cnn[weights={path}]"
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +64,8 @@ def test_checks_name_their_model(runs):
     assert dict(zip(sanity.model, sanity.status)) == {TINY_MODEL: "pass", second: "fail"}
 
 
-def test_units_run_one_model_after_the_other(second_model):
-    cells = expand(grid(["efficientnet_lite0", second_model], shard_size=1))
+def test_units_run_one_model_after_the_other(other_tiny, tiny_data):
+    cells = expand(grid([TINY_MODEL, other_tiny], shard_size=1, dataset=tiny_data))
     units = plan_units(cells, 3, 1, lambda c, k: False)
     models = [u.cells[0].model_key for u in units]
     switches = sum(a != b for a, b in zip(models, models[1:]))
