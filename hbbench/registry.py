@@ -11,6 +11,7 @@ import inspect
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -37,7 +38,12 @@ class Entry:
 
     @property
     def params(self) -> dict[str, Any]:
-        """User-settable keyword parameters and their defaults (``inspect._empty`` when required)."""
+        """User-settable keyword parameters and their defaults (``inspect._empty`` when required); a copy
+        the caller may change."""
+        return dict(self._params)
+
+    @cached_property  # a sweep asks tens of thousands of times; inspect.signature is slow and never changes
+    def _params(self) -> dict[str, Any]:
         sig = inspect.signature(self.factory)
         ps = list(sig.parameters.values())[self.skip + (1 if self.prefix else 0):]
         return {p.name: p.default for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -42,7 +43,7 @@ class Cell:
     dataset_params: tuple = ()
     model_label: str = ""  # the model as the user wrote it, e.g. 'torchvision:resnet18[weights=r18.pt]'
 
-    @property
+    @cached_property  # asked thousands of times per sweep; asdict copies every field (a frozen cell never changes)
     def id(self) -> str:
         d = asdict(self)
         for label in ("attack", "defense", "model_label"):  # display only; names + params define the cell
