@@ -44,7 +44,7 @@ def examples(doc: Doc, run: Run, n_examples: int, device: str):
         doc.para(drawn)
         return
     fig, caption, base = drawn
-    doc.figure("examples.png", P.png_bytes(fig, dpi=90, colors=256), caption,
+    doc.figure("examples.png", P.png_bytes(fig, dpi=90, colors=256, crop=False), caption,
                "example images: clean, adversarial, defended")
     heatblur = [d for d in run.defenses if parse_item(d)[0] == "heatblur"]
     if heatblur:

@@ -20,14 +20,14 @@ def curves(doc: Doc, run: Run, colors: dict, costs: dict):
     clean_ndcg = {d: c["ndcg"] for d, c in costs.items()}
     fig = P.robustness_curves(df, "defended_adv_top1", "defended top-1 accuracy (fraction)", budgeted,
                               run.threat_models, colors, clean_top1)
-    doc.figure("curves_top1.png", P.png_bytes(fig),
+    doc.figure("curves_top1.png", P.png_bytes(fig, crop=False),
                "Defended top-1 accuracy vs attack budget, one line per defense (shaded: 95% bootstrap interval), "
                "one column per threat model. The dashed black line is the undefended model. Compare columns: a "
                "defense whose line drops from the oblivious to the BPDA/adaptive column only looked strong.",
                "defended top-1 versus budget per threat model")
     fig = P.robustness_curves(df, "ndcg", "defended NDCG vs clean ranking (0–1)", budgeted, run.threat_models,
                               colors, clean_ndcg)
-    doc.figure("curves_ndcg.png", P.png_bytes(fig),
+    doc.figure("curves_ndcg.png", P.png_bytes(fig, crop=False),
                "Ranking NDCG of the defended output against the clean output vs attack budget (1 = the clean "
                "ranking is fully kept); partial damage and recovery that top-1 cannot show.",
                "defended NDCG versus budget per threat model")
