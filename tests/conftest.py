@@ -5,14 +5,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from click.testing import CliRunner
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Under pytest-xdist (make test: one worker per core) each worker keeps to one thread, so the two
-# workers share the cores instead of fighting over them.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, os.cpu_count() or 1))
+
+
+
+def pytest_sessionstart(session):
+    """Torch's threads: one per pytest-xdist worker (make test runs one worker per core, so the workers
+    share the cores instead of fighting over them), every core in a plain run. The xdist controller runs
+    no test: it imports no torch, which would hold the workers back by 5 s."""
+    config = session.config
+    worker = hasattr(config, "workerinput")
+    if not worker and getattr(config.option, "numprocesses", None):
+        return
+    import torch
+
+    torch.set_num_threads(1 if worker else max(1, os.cpu_count() or 1))
+
 
 SHARED_200 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "imagenet-samples-200")
 
@@ -124,36 +134,15 @@ def registered(source: str = "tests"):
         unregister_source(source)
 
 
-class Rounding(PreprocessorPyTorch):
-    """Correct forward (colours rounded to 16 levels), useless gradient: torch.round's is zero."""
-
-    def __init__(self):
-        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
-
-    def forward(self, x, y=None):
-        return torch.round(x * 15) / 15, y
-
-
 @pytest.fixture
 def planted_defense():
     """`rounding_test`: a defense that masks the gradient (registered for the test only)."""
     from hbbench.defenses import DEFENSES
+    from tests.planted import Rounding
 
     with registered("tests: planted defense"):
         DEFENSES.register("rounding_test", "planted gradient masking (tests only)")(lambda classifier: Rounding())
         yield "rounding_test"
-
-
-class Scaled(torch.nn.Module):
-    """Logits times 1000 (as defensive distillation's temperature does): the same predictions, a float32
-    softmax saturated to exactly one-hot on confident images, so their cross-entropy gradient is 0."""
-
-    def __init__(self, inner, factor: float = 1000.0):
-        super().__init__()
-        self.inner, self.factor = inner, factor
-
-    def forward(self, x):
-        return self.inner(x) * self.factor
 
 
 @pytest.fixture
@@ -163,6 +152,7 @@ def saturated_model(on):
     not 0). Registered for the test only."""
     from hbbench.models import MODELS, load_model
     from hbbench.plugins import load_refs
+    from tests.planted import Scaled
 
     load_refs([TINY_PLUGIN])
     base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
@@ -234,6 +224,8 @@ def other_tiny(tmp_path_factory) -> str:
     plugin's weights=PATH). ``tiny_data`` is labelled by the first, so this one is right on none of it."""
     from hbbench.models import load_model
     from hbbench.plugins import load_refs
+
+    import torch
 
     load_refs([TINY_PLUGIN])
     architecture = type(load_model("tiny_cnn", weights="random").module)
