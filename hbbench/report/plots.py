@@ -73,6 +73,23 @@ def png_bytes(fig, dpi: int = 110, colors: int | None = None, crop: bool = True)
     return buf.getvalue()
 
 
+# The curves' panels have a fixed size in inches and their text fixed font sizes, so the margins
+# tight_layout finds are the same in inches for every grid (measured on 1x1, 2x2 and 2x3 grids of a
+# real run: left 0.65, right 0.15, bottom 0.57, top 0.34 below a 0.55 in legend band, gaps 0.20 and
+# 0.76); set directly, they cost nothing, where tight_layout laid every figure out once more.
+CURVE_MARGINS = dict(left=0.65, right=0.15, bottom=0.57, top=0.34 + 0.55, wspace=0.20, hspace=0.76)
+
+
+def _margins(fig, nrow: int, ncol: int, left: float, right: float, bottom: float, top: float, wspace: float,
+             hspace: float):
+    """Place a grid of subplots with margins and gaps given in inches."""
+    width, height = fig.get_size_inches()
+    axw = (width - left - right - (ncol - 1) * wspace) / ncol
+    axh = (height - bottom - top - (nrow - 1) * hspace) / nrow
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace / axw, hspace=hspace / axh)
+
+
 def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[str], threats: list[str],
                       colors: dict[str, str], clean_metric: dict[str, float]):
     """Defended metric vs budget: one row of panels per attack with a budget, one column per threat
@@ -117,8 +134,7 @@ def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[
                 if lab not in labels:
                     handles.append(h)
                     labels.append(lab)
-    top = 0.55 / fig.get_figheight()
-    fig.tight_layout(rect=(0, 0, 1, 1 - top))
+    _margins(fig, nrow, ncol, **CURVE_MARGINS)
     fig.legend(handles, labels, title=None, loc="upper center", ncol=min(len(labels), 8),
                bbox_to_anchor=(0.5, 1.0), frameon=False, handlelength=2.6)
     return fig
