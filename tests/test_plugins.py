@@ -74,11 +74,16 @@ def test_commands_read_a_plugin_run(local, tmp_path, command):
     run_dir = tmp_path / "r"
     shutil.copytree(local[1], run_dir)
     result = cli_runner().invoke(main, [command[0], str(run_dir), *command[1:]])
-    assert result.exit_code == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr and "error" not in result.stderr and "damaged" not in result.stdout
+    _read_cleanly(command, result.exit_code, result.stdout, result.stderr)
+
+
+def _read_cleanly(command, code: int, stdout: str, stderr: str):
+    """The command read the plugin run: exit 0, no error or damage, and verify finds every file ok."""
+    assert code == 0, stdout + stderr
+    assert "Traceback" not in stderr and "error" not in stderr and "damaged" not in stdout
     if command[0] == "verify":
-        statuses = {line.split()[0] for line in result.stdout.splitlines()[1:-1]}
-        assert statuses == {"ok"}, result.stdout
+        statuses = {line.split()[0] for line in stdout.splitlines()[1:-1]}
+        assert statuses == {"ok"}, stdout
 
 
 @pytest.mark.slow
@@ -92,11 +97,7 @@ def test_commands_read_a_plugin_run_in_a_new_process(local, tmp_path, command):
     shutil.copytree(local[1], run_dir)  # check and report write into the run
     done = subprocess.run([sys.executable, "-m", "hbbench.cli", command[0], str(run_dir), *command[1:]],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr and "error" not in done.stderr and "damaged" not in done.stdout
-    if command[0] == "verify":
-        statuses = {line.split()[0] for line in done.stdout.splitlines()[1:-1]}
-        assert statuses == {"ok"}, done.stdout
+    _read_cleanly(command, done.returncode, done.stdout, done.stderr)
 
 
 @pytest.mark.slow
