@@ -4,15 +4,15 @@
     <run>/cells/<id>.shards/NNNNN.examples.npz    one shard's, before the merge
 
 Each file is a compressed NumPy ``.npz`` (zlib level 1: lossless, 34-88% of the raw float32 bytes
-for 224 px ImageNet examples, bench/bench_examples_store.py; ``np.load`` reads it without hbbench or pickle) of these arrays, one row per
-stored image: ``sample`` (the image's index in the run's data, int64), ``sample_id`` (its id, as the
-records name it), ``x_adv`` (float32, N x C x H x W, in [0, 1]: the input the cell's defense received,
-exactly as the attack returned it) and, in a cell with a defense, ``x_defended`` (float32, the same
-shape: what the defense made of ``x_adv``, the input the network classified; the report's panels show
-it). How many images a cell keeps
-is ``--save-examples`` (``SweepOptions.save_examples``, default ``hbbench.options.SAVE_EXAMPLES``): the first N images of the run (``all``:
-every one; 0: none). The report's example panels and ``hbbench export`` read these files; nothing
-crafts them again."""
+for 224 px ImageNet examples, bench/bench_examples_store.py; ``np.load`` reads it without hbbench or
+pickle) of these arrays, one row per stored image: ``sample`` (the image's index in the run's data,
+int64), ``sample_id`` (its id, as the records name it), ``x_adv`` (float32, N x C x H x W, in [0, 1]:
+the input the cell's defense received, exactly as the attack returned it) and, in a cell with a
+defense, ``x_defended`` (float32, the same shape: what the defense made of ``x_adv``, the input the
+network classified; the report's panels show it). How many images a cell keeps is
+``--save-examples`` (``SweepOptions.save_examples``, default ``hbbench.options.SAVE_EXAMPLES``): the
+first N images of the run (``all``: every one; 0: none). The report's example panels and ``hbbench
+export`` read these files; nothing crafts them again."""
 from __future__ import annotations
 
 import io

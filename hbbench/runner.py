@@ -52,7 +52,8 @@ class ShardResult:
     attack_gradient: str
     passes: PassCount  # forward and backward passes the shard's attack run spent crafting (all its images)
     probes: dict  # what the checks read: defense_randomized, gradient_zero_share (hbbench.probes)
-    examples: dict | None = None  # sample, sample_id, x_adv (and x_defended) of the images the cell keeps (hbbench.examples_store)
+    # sample, sample_id, x_adv (and x_defended) of the images the cell keeps (hbbench.examples_store)
+    examples: dict | None = None
 
 
 def group_cells(cells: list[Cell]) -> list[list[Cell]]:
