@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import kornia
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
@@ -17,8 +18,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = min(2 * math.ceil(3 * sigma) + 1, 2 * (min(h, w) - 1) + 1)  # reflect padding needs k // 2 < side
     if k < 3:
         return x
-    import kornia
-
     return kornia.filters.gaussian_blur2d(x, (k, k), (float(sigma), float(sigma)), border_type="reflect")
 
 

@@ -87,7 +87,8 @@ def no_inplace(model: nn.Module):
 
 
 def _guided_backprop_class():
-    from captum.attr import GuidedBackprop
+    from captum._utils.common import _register_backward_hook  # lazy: captum loads only when heatmaps are made
+    from captum.attr import GuidedBackprop  # lazy: as above
 
     class ActivationGuidedBackprop(GuidedBackprop):
         """captum's GuidedBackprop (hooks added per call, removed in ``finally``), extended from
@@ -95,8 +96,6 @@ def _guided_backprop_class():
 
         def _register_hooks(self, module: nn.Module) -> None:
             if isinstance(module, GUIDED_ACTIVATIONS):
-                from captum._utils.common import _register_backward_hook
-
                 self.backward_hooks.extend(_register_backward_hook(module, self._backward_hook, self))
 
     return ActivationGuidedBackprop
@@ -179,8 +178,7 @@ def relevance(model: nn.Module | Objective, x: torch.Tensor, targets: torch.Tens
 
 
 def _captum(obj: Objective, x: torch.Tensor, method: str) -> torch.Tensor:
-    from captum.attr import (LRP, GuidedGradCam, InputXGradient, LayerGradCam,
-                             Saliency)
+    from captum.attr import LRP, GuidedGradCam, InputXGradient, LayerGradCam, Saliency  # lazy: as above
 
     if method == "guided_backprop":
         a = _guided_backprop_class()(obj).attribute(x, target=0)

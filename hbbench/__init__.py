@@ -14,6 +14,8 @@ The Python API (each name is documented where it is defined):
 
 Names are imported on first use, so `hbbench --help` does not pay for torch and ART.
 """
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -33,7 +35,5 @@ __all__ = list(_API)
 
 def __getattr__(name):
     if name in _API:
-        import importlib
-
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'hbbench' has no attribute {name!r}")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
@@ -294,8 +295,6 @@ def _start_manifest(old: dict | None, grid: Grid, command: str | None) -> dict:
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for pkg in PACKAGES:
         try:

@@ -16,6 +16,8 @@ layers.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.fx
 from torch import nn
@@ -23,10 +25,13 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 def _foldable_types():
-    from timm.layers import BatchNormAct2d, Conv2dSame
-
-    # exact types: a subclass may use its weights otherwise (timm's StdConv2d standardises them)
-    return (nn.Conv2d, Conv2dSame), (nn.BatchNorm2d, BatchNormAct2d)
+    """Exact types: a subclass may use its weights otherwise (timm's StdConv2d standardises them).
+    A model can hold timm's layers only once timm is loaded, so they are looked up, not imported:
+    importing timm costs 2 s, which a model without it need not pay."""
+    timm_layers = sys.modules.get("timm.layers")
+    if timm_layers is None:
+        return (nn.Conv2d,), (nn.BatchNorm2d,)
+    return (nn.Conv2d, timm_layers.Conv2dSame), (nn.BatchNorm2d, timm_layers.BatchNormAct2d)
 
 
 class _LeafTracer(torch.fx.Tracer):

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from hbbench.batchnorm import fold_batchnorm
@@ -16,8 +17,6 @@ from hbbench.models import LoadedModel, load_model
 
 @lru_cache(maxsize=1)
 def _classifier_class():
-    from art.estimators.classification import PyTorchClassifier
-
     class Float32Classifier(PyTorchClassifier):
         """ART's PyTorchClassifier, casting inputs to float32: some ART attacks (HopSkipJump) hand it
         float64 arrays, which a float32 model can't take.
@@ -161,8 +160,6 @@ def predict_probs(classifier, x: np.ndarray, batch_size: int = 32) -> np.ndarray
 def require_pytorch_path(attack: str, estimator) -> None:
     """Attacks written in PyTorch (hbbench's C&W and AutoAttack) differentiate through the classifier's
     preprocessing themselves: they need an ART PyTorchClassifier whose every preprocessor is PyTorch."""
-    from art.estimators.classification import PyTorchClassifier
-
     if not isinstance(estimator, PyTorchClassifier):
         raise TypeError(f"{attack} needs an ART PyTorchClassifier, got {type(estimator).__name__}")
     if not estimator.all_framework_preprocessing:

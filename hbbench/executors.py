@@ -8,20 +8,19 @@ run store as they arrive, so every executor resumes the same way.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from hbbench.errors import HBBenchError
+from hbbench.grid import Grid
+from hbbench.options import SweepOptions
 from hbbench.plugins import load
 from hbbench.registry import Registry
 from hbbench.runner import ShardResult, Unit, run_unit
-
-if TYPE_CHECKING:
-    from hbbench.grid import Grid
-    from hbbench.options import SweepOptions
 
 # An executor is called as executor(units, grid, options, on_event): the grid gives the batch size,
 # the device and the plugins a worker loads; hbbench.options.SweepOptions how many workers and where.
@@ -62,8 +61,6 @@ def run_local(units: list[Unit], grid: Grid, options: SweepOptions, on_event) ->
         finally:
             torch.set_num_threads(before)
         return
-    import multiprocessing as mp
-
     # spawn, not fork: forking a process that already runs torch threads can deadlock.
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(_threads_per_worker(workers, threads), grid.plugins)) as pool:
@@ -83,7 +80,7 @@ def run_ray(units: list[Unit], grid: Grid, options: SweepOptions, on_event) -> R
     batch_size, device, loader_workers = grid.spec.batch_size, grid.spec.device, options.loader_workers
     workers, address, threads = options.workers, options.address, options.threads
     try:
-        import ray
+        import ray  # lazy: Ray is an optional extra (hbbench[ray])
     except ImportError:
         raise HBBenchError("the ray executor needs Ray: pip install 'hbbench[ray]'") from None
     started_here = not ray.is_initialized()

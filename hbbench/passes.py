@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # hooks need no torch import: the leaderboard reads COSTS without loading torch
-    from torch import nn
 
 
 @dataclass
@@ -26,7 +22,7 @@ class PassCount:
 
 
 @contextmanager
-def count_passes(model: nn.Module):
+def count_passes(model):
     """``with count_passes(net) as count: ...`` then ``count.forward``, ``count.backward``."""
     count = PassCount()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+from importlib.metadata import entry_points
 import sys
 import types
 from dataclasses import dataclass
@@ -82,8 +83,6 @@ def _module(name: str, kind: str) -> Plugin:
 
 
 def _entry_point_plugins() -> list[Plugin]:
-    from importlib.metadata import entry_points
-
     return [_module(ep.value.partition(":")[0].strip(), "entry point") for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hbbench import schema
 from hbbench.errors import HBBenchError
@@ -196,8 +197,6 @@ def parquet_stamp(cell_id: str, spec_id: str | None) -> dict[bytes, bytes]:
 def seal(summary: dict, parquet: Path, spec_id: str | None, examples: tuple[Path, int] | None = None) -> dict:
     """``summary`` plus the integrity block its JSON carries (the Parquet, and the examples file with
     its image count where the cell kept any, are already in place)."""
-    import pyarrow.parquet as pq
-
     kept = {"examples": examples[1], "examples_sha256": file_sha256(examples[0])} if examples else {"examples": 0}
     return {**summary, "integrity": {"spec_id": spec_id, "rows": pq.read_metadata(parquet).num_rows,
                                      "parquet_sha256": file_sha256(parquet),

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hbbench import examples_store
 from hbbench.errors import HBBenchError
@@ -50,8 +52,6 @@ class RunStore(RunDir):
         """Once all shards of a cell are stored: stream them into cells/<id>.parquet, their examples
         into cells/<id>.examples.npz (where they kept any), write the summary ``summarize(records,
         metas)`` with its integrity record as cells/<id>.json, drop the shards."""
-        import pyarrow.parquet as pq
-
         if self.has_cell(cell_id) or not all(self.shard(cell_id, k, "json").is_file() for k in range(n_shards)):
             return None
         final = self.cell_parquet(cell_id)
@@ -116,9 +116,6 @@ class RunStore(RunDir):
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(df, preserve_index=False)
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)

@@ -4,11 +4,13 @@ datasets (imagefolder, imagenet) draw N class-balanced ones from ``seed`` by def
 the first N)."""
 from __future__ import annotations
 
+import importlib.util
 import re
 from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from hbbench.datasets.folders import synset_folders
 from hbbench.datasets.imagenet import split_samples, val_wnids
@@ -49,7 +51,7 @@ class Dataset:
             return self._x[indices]
         if not indices:
             return np.empty((0, *self.sample_shape), np.float32)
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader  # lazy: the report reads this package without torch
 
         files = ImageFiles([self._paths[i] for i in indices], self._size)
         return np.concatenate([b.numpy() for b in DataLoader(files, batch_size=64, num_workers=workers)])
@@ -65,8 +67,6 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, i):
-        from PIL import Image, UnidentifiedImageError
-
         try:
             with Image.open(self.paths[i]) as im:
                 return self.transform(im.convert("RGB"))
@@ -81,15 +81,13 @@ def _validate_n(n):
 
 def imagenet_transform(size: int = 224):
     """Resize the short side to size*256/224, centre-crop size (the usual ImageNet evaluation)."""
-    import torchvision.transforms as T
+    import torchvision.transforms as T  # lazy: torchvision (2 s) loads only for the datasets that use it
 
     return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
 
 
 def _validate_images(paths: list[Path]) -> None:
     """Read every file's header before any work starts, so a broken file is named up front."""
-    from PIL import Image, UnidentifiedImageError
-
     for p in paths:
         try:
             with Image.open(p):
@@ -100,8 +98,6 @@ def _validate_images(paths: list[Path]) -> None:
 
 @DATASETS.register("imagenet-samples", "the 20 labelled ImageNet images bundled in the foolbox package")
 def imagenet_samples(n: int | None = None, size: int = 224) -> Dataset:
-    import importlib.util
-
     spec = importlib.util.find_spec("foolbox")  # located, not imported: only its data files are used
     if spec is None or spec.origin is None:
         raise HBBenchError("the foolbox package is not installed; it carries the imagenet-samples images")
@@ -174,7 +170,7 @@ def imagenet(root: str, split: str = "val", n: int | None = None, seed: int = 0,
 
 @DATASETS.register("cifar10", "CIFAR-10 test set through torchvision (downloads only with download=true)")
 def cifar10(n: int | None = None, root: str = "~/.cache/hbbench/cifar10", download: bool = False) -> Dataset:
-    import torchvision
+    import torchvision  # lazy: torchvision (2 s) loads only for the datasets that use it
 
     try:
         ds = torchvision.datasets.CIFAR10(str(Path(root).expanduser()), train=False, download=download)

@@ -12,7 +12,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 @lru_cache(maxsize=1)
 def imagenet_synsets() -> tuple[str, ...]:
     """The 1000 ImageNet synsets in class-index order (timm's ImageNet info, no network)."""
-    from timm.data import ImageNetInfo
+    from timm.data import ImageNetInfo  # lazy: timm (2 s) loads only where ImageNet class names are needed
 
     return tuple(ImageNetInfo().label_names())
 

@@ -4,6 +4,8 @@ and the archive extracted where the folder is missing.
 """
 from __future__ import annotations
 
+import pickle
+import tarfile
 from pathlib import Path
 
 from hbbench.datasets.folders import IMAGE_SUFFIXES, imagenet_synsets, synset_folders
@@ -15,10 +17,7 @@ from hbbench.errors import HBBenchError
 def val_wnids(root: Path) -> list[str]:
     """The devkit's validation labels (wnids, in file-name order), after checking its classes are the
     model's: the devkit is parsed once into ROOT/meta.bin, as torchvision does."""
-    import pickle
-    import tarfile
-
-    from torchvision.datasets import imagenet as tv
+    from torchvision.datasets import imagenet as tv  # lazy: torchvision (2 s), for an ImageNet folder only
 
     devkit, meta = root / tv.ARCHIVE_META["devkit"][0], root / tv.META_FILE
     if not meta.is_file():
@@ -66,9 +65,7 @@ def split_samples(root: Path, split: str, val_wnids: list[str]) -> list[tuple[Pa
 
 def _extract_split(root: Path, split: str) -> None:
     """No ROOT/<split> yet: torchvision's ImageNet extracts its archive there, sorted into synset folders."""
-    import tarfile
-
-    import torchvision
+    import torchvision  # lazy: torchvision (2 s), for an ImageNet archive only
 
     archive = root / torchvision.datasets.imagenet.ARCHIVE_META[split][0]
     if not archive.is_file():

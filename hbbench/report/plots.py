@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from PIL import Image
 
 from hbbench.threats import get_threat_model
 
@@ -21,16 +26,11 @@ RANK_BUCKETS = [(1, 1, "rank 1"), (2, 5, "rank 2–5"), (6, 10, "rank 6–10"), 
 GOOD, BAD = "#009E73", "#D55E00"
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
-                         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False,
-                         "axes.spines.right": False})
-    return plt
+# The report's type sizes, applied while a figure is drawn (``_styled``) and never to the process's
+# matplotlib: a report drawn inside a notebook leaves the notebook's settings and backend as they were.
+STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9, "xtick.labelsize": 9,
+         "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False}
+_styled = matplotlib.rc_context(STYLE)
 
 
 def defense_colors(defenses: list[str]) -> dict[str, str]:
@@ -57,13 +57,9 @@ def png_bytes(fig, dpi: int = 110, colors: int | None = None, crop: bool = True)
     ``crop``: trim to what is drawn, for a figure with artists outside its frame (a legend to the
     right); a figure laid out by ``tight_layout`` alone passes False, since cropping lays it out a
     second time (a quarter of a report's time)."""
-    plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if crop else None, facecolor="white")
-    plt.close(fig)
     if colors:
-        from PIL import Image
-
         buf.seek(0)
         with Image.open(buf) as im:
             small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
@@ -90,6 +86,7 @@ def _margins(fig, nrow: int, ncol: int, left: float, right: float, bottom: float
                         wspace=wspace / axw, hspace=hspace / axh)
 
 
+@_styled
 def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[str], threats: list[str],
                       colors: dict[str, str], clean_metric: dict[str, float]):
     """Defended metric vs budget: one row of panels per attack with a budget, one column per threat
@@ -98,9 +95,9 @@ def robustness_curves(df: pd.DataFrame, metric: str, ylabel: str, attacks: list[
     ``df`` holds summary.csv's columns attack, eps, defense, threat_model, ``metric`` and its interval
     ``metric``_ci_low, ``metric``_ci_high.
     ``clean_metric``: defense -> the metric on clean inputs (the curve's start at eps = 0)."""
-    plt = _plt()
     nrow, ncol = len(attacks), len(threats)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.3 * nrow), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.6 * ncol, 3.3 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True)
     for i, attack in enumerate(attacks):
         for j, threat in enumerate(threats):
             ax = axes[i][j]
@@ -153,8 +150,8 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 def _accuracy_panels(threats: list[str]):
     """One clean-vs-adversarial top-1 panel per threat model, the dotted 'no loss under attack' diagonal
     drawn; returns the figure and its axes."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(threats), figsize=(4.8 * len(threats), 4.3), squeeze=False, sharey=True)
+    fig = Figure(figsize=(4.8 * len(threats), 4.3))
+    axes = fig.subplots(1, len(threats), squeeze=False, sharey=True)
     for j, (ax, threat) in enumerate(zip(axes[0], threats)):
         ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":")
         ax.set_title(get_threat_model(threat).title, fontsize=9.5)
@@ -173,8 +170,6 @@ def _point(ax, x, y, marker: str, color: str):
 
 def _legend(fig, colors: dict[str, str], markers: dict[str, str], title: str, extra=()):
     """Colour swatches per defense, then a hollow marker per ``markers`` key, then ``extra`` handles."""
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="black", ms=8, label=d)
                for d, c in colors.items()]
     handles += [Line2D([], [], marker=m, ls="", markerfacecolor="white", markeredgecolor="black", ms=8, label=a)
@@ -184,12 +179,11 @@ def _legend(fig, colors: dict[str, str], markers: dict[str, str], title: str, ex
     fig.tight_layout()
 
 
+@_styled
 def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, str], markers: dict[str, str]):
     """Scatter of defended clean top-1 (x) vs defended adversarial top-1 (y), one point per defense per
     attack (at the attack's largest budget), one panel per threat model; a dashed line joins each
     attack's Pareto front (the defenses no other defense beats on both clean and robust accuracy)."""
-    from matplotlib.lines import Line2D
-
     fig, axes = _accuracy_panels(threats)
     for ax, threat in zip(axes, threats):
         sub = points[points.threat_model == threat]
@@ -209,6 +203,7 @@ def clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, 
     return fig
 
 
+@_styled
 def models_clean_vs_robust(points: pd.DataFrame, threats: list[str], colors: dict[str, str],
                            markers: dict[str, str]):
     """The models of a grid side by side: defended clean top-1 (x) vs defended adversarial top-1 (y),
@@ -229,17 +224,16 @@ def rank_buckets(ranks: np.ndarray) -> np.ndarray:
     return np.array([np.mean((ranks >= lo) & ((ranks <= hi) if hi else True)) for lo, hi, _ in RANK_BUCKETS])
 
 
+@_styled
 def rank_shift(rows: dict[str, list[tuple[str, np.ndarray]]], title: str):
     """Stacked bars: where the true class sits in each ranking. ``rows``: threat model -> list of
     (label, true ranks), drawn top to bottom, one panel per threat model; MRR written at each bar."""
-    plt = _plt()
-    from matplotlib import colormaps
-
     cmap = colormaps["cividis"]
     shades = [cmap(v) for v in np.linspace(0.95, 0.05, len(RANK_BUCKETS))]
     threats = list(rows)
     height = max(2.6, 0.36 * max(len(v) for v in rows.values()) + 1.4)
-    fig, axes = plt.subplots(1, len(threats), figsize=(5.6 * len(threats), height), squeeze=False)
+    fig = Figure(figsize=(5.6 * len(threats), height))
+    axes = fig.subplots(1, len(threats), squeeze=False)
     for j, threat in enumerate(threats):
         ax = axes[0][j]
         items = rows[threat]
@@ -265,13 +259,14 @@ def rank_shift(rows: dict[str, list[tuple[str, np.ndarray]]], title: str):
     return fig
 
 
+@_styled
 def example_panels(images: list[dict], columns: list[str]):
     """A grid of example images. ``images``: one dict per row with ``title`` and, per column name, a
     dict with ``img`` ((3,H,W) in [0,1] or (H,W) for a perturbation map), ``lines`` (caption lines)
     and ``ok`` (True/False/None: whether the top-1 is right; drawn as a coloured frame + ✓/✗)."""
-    plt = _plt()
     nrow, ncol = len(images), len(columns)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.55 * ncol, 3.35 * nrow), squeeze=False)
+    fig = Figure(figsize=(2.55 * ncol, 3.35 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for i, row in enumerate(images):
         for j, col in enumerate(columns):
             ax = axes[i][j]
