@@ -1,8 +1,9 @@
 """Remedies on real ART attacks (docs/evaluation.md, "Remedies"): a model whose softmax saturates is
 repaired by the logit-loss attacks, a rounding defense attacked only under adaptive by BPDA, a random
 defense attacked without EoT by EoT; honest settings run none. Each runs on the tiny CNN and its own
-labelled images with small budgets (fast tier) and on EfficientNet-Lite0 over the embedded images with
-the documented budgets (slow tier): the ``on`` and ``budgets`` fixtures of tests/conftest.py."""
+labelled images (fast tier) and on EfficientNet-Lite0 over the embedded images (slow tier): the ``on``
+fixture of tests/conftest.py. A planted flaw's repair runs at small budgets on both (``remedy_budgets``);
+that honest settings run no remedy is shown at the documented budgets on the real model (``budgets``)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -41,9 +42,9 @@ GRID = dict(attacks=["fgsm", "pgd[max_iter=5]"], n=4)  # the tiny CNN's ``on`` k
 ONE_IMAGE = {4: 0.25, 2: 0.5}  # the top-1 of one image, by n
 
 
-def test_saturated_softmax_is_repaired_by_the_logit_loss_attacks(tmp_path, on, budgets, saturated_model):
+def test_saturated_softmax_is_repaired_by_the_logit_loss_attacks(tmp_path, on, remedy_budgets, saturated_model):
     table = sweep(dict({**GRID, **on}, models=[saturated_model], defenses=["none"], threat_models=["bpda"]),
-                  out=tmp_path, run="sat", checks="full", check_samples=2, check_budgets=budgets)
+                  out=tmp_path, run="sat", checks="full", check_samples=2, check_budgets=remedy_budgets)
     assert statuses(tmp_path / "sat", "zero_gradient")[("none", "bpda")] == "fail"
     row = worst(table, "none", "bpda")
     assert {"apgd_dlr (bpda)", "pgd_margin (bpda)"} <= set(row.attack_gradient.removeprefix("worst of: ").split(", "))
@@ -56,9 +57,9 @@ def test_saturated_softmax_is_repaired_by_the_logit_loss_attacks(tmp_path, on, b
     assert "by apgd_dlr (bpda)" in row.verdict or "by pgd_margin (bpda)" in row.verdict  # the remedy that broke most
 
 
-def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, on, budgets, planted_defense):
+def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, on, remedy_budgets, planted_defense):
     table = sweep(dict({**GRID, **on}, defenses=[planted_defense], threat_models=["adaptive"]),
-                  out=tmp_path, run="r", checks="full", check_samples=2, check_budgets=budgets)
+                  out=tmp_path, run="r", checks="full", check_samples=2, check_budgets=remedy_budgets)
     assert statuses(tmp_path / "r", "zero_gradient")[(planted_defense, "adaptive")] == "fail"
     row = worst(table, planted_defense, "adaptive")
     assert {"fgsm (bpda)", "pgd[max_iter=5] (bpda)"} <= set(row.attack_gradient.removeprefix("worst of: ").split(", "))
@@ -73,12 +74,12 @@ def test_rounding_defense_under_adaptive_only_is_repaired_by_bpda(tmp_path, on, 
     assert worst(table, "none", "adaptive").verdict == "verified"
 
 
-def test_random_defense_without_eot_is_repaired_by_eot(tmp_path, on, budgets):
+def test_random_defense_without_eot_is_repaired_by_eot(tmp_path, on, remedy_budgets):
     table = sweep(dict(on, attacks=["fgsm", "pgd[max_iter=2]"], defenses=["noise"], threat_models=["bpda"], n=2),
-                  out=tmp_path, run="r", checks="full", check_samples=2, check_budgets=budgets)
+                  out=tmp_path, run="r", checks="full", check_samples=2, check_budgets=remedy_budgets)
     assert statuses(tmp_path / "r", "randomized_without_eot")[("noise", "bpda")] == "fail"
     row = worst(table, "noise", "bpda")
-    eot = f"bpda[eot={budgets.remedy_eot[0]}]"  # the first round's EoT (8 by default)
+    eot = f"bpda[eot={remedy_budgets.remedy_eot[0]}]"  # the first round's EoT (8 by default)
     assert f"fgsm ({eot})" in row.attack_gradient and f"pgd[max_iter=2] ({eot})" in row.attack_gradient
     assert row.verdict.startswith("repaired after ") and "randomized_without_eot failed" in row.verdict, row.verdict
 
