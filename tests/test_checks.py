@@ -11,8 +11,12 @@ import pandas as pd
 import pytest
 
 from hbbench.api import sweep
+from hbbench.checks import auxiliary, remedies
+from hbbench.checks.run import resolve_checks
 from hbbench.classifier import with_defenses
 from hbbench.defenses import StraightThrough, make_defense
+from hbbench.grid import expand
+from hbbench.spec import SweepSpec
 from tests.conftest import cli_runner
 
 
@@ -61,10 +65,11 @@ def test_eot_gradient_is_the_mean_of_single_draw_gradients(net, data4, request):
     assert not np.allclose(draws[0], draws[1])  # the draws really differ
 
 
-def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path, on, budgets):
-    table = sweep(dict(on, attacks=["fgsm", "pgd"], defenses=["jpeg"], threat_models=["oblivious", "bpda"],
-                       n=2 if on else 4), out=tmp_path, run="r", checks="full", check_samples=2 if on else 4,
-                  check_budgets=budgets)
+def test_undefended_and_jpeg_under_bpda_raise_no_failing_check_and_run_no_remedy(tmp_path, on, budgets):
+    """Honest settings at the documented budgets on the real model (``budgets``): no check fails, so no
+    remedy runs and every verdict is "verified"."""
+    spec = dict(on, attacks=["fgsm", "pgd"], defenses=["jpeg"], threat_models=["oblivious", "bpda"], n=2 if on else 4)
+    table = sweep(spec, out=tmp_path, run="r", checks="full", check_samples=2 if on else 4, check_budgets=budgets)
     checks = pd.read_csv(tmp_path / "r" / "checks.csv")
     assert set(checks.check) >= {"unbounded", "not_converged", "blackbox_beats_whitebox", "zero_gradient",
                                  "single_step_beats_iterative", "transfer_beats_whitebox"}
@@ -76,6 +81,13 @@ def test_undefended_and_jpeg_under_bpda_raise_no_failing_check(tmp_path, on, bud
     for r in worst.itertuples():  # never above the weakest single attack it covers
         same = cells[(cells.defense == r.defense) & (cells.threat_model == r.threat_model)]
         assert r.defended_adv_top1 <= same.defended_adv_top1.min() + 1e-9
+
+    assert set(worst.verdict) == {"verified"}
+    grid = expand(SweepSpec.from_dict(spec))
+    expected = {c.id for c in grid + auxiliary.added_cells(auxiliary.plan(grid, resolve_checks("full"), budgets))}
+    stored = {p.stem for p in (tmp_path / "r" / "cells").glob("*.json")}
+    assert stored == expected  # no remedy cell: every per-image outcome is the grid's or a check's
+    assert not stored & {c.id for c in remedies.possible(grid, budgets)}
 
 
 def test_check_command_adds_costly_checks_without_recomputing_cells(tmp_path, on_flags):

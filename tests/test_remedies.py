@@ -3,7 +3,8 @@ repaired by the logit-loss attacks, a rounding defense attacked only under adapt
 defense attacked without EoT by EoT; honest settings run none. Each runs on the tiny CNN and its own
 labelled images (fast tier) and on EfficientNet-Lite0 over the embedded images (slow tier): the ``on``
 fixture of tests/conftest.py. A planted flaw's repair runs at small budgets on both (``remedy_budgets``);
-that honest settings run no remedy is shown at the documented budgets on the real model (``budgets``)."""
+that honest settings run no remedy is shown at the documented budgets on the real model by
+tests/test_checks.py (``test_undefended_and_jpeg_under_bpda_raise_no_failing_check_and_run_no_remedy``)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -17,8 +18,7 @@ from art.defences.preprocessor import JpegCompression
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from hbbench.api import sweep
-from hbbench.checks import auxiliary, remedies
-from hbbench.checks.run import resolve_checks
+from hbbench.checks import remedies
 from hbbench.defenses import DEFENSES
 from hbbench.grid import expand
 from hbbench.spec import SweepSpec
@@ -82,17 +82,6 @@ def test_random_defense_without_eot_is_repaired_by_eot(tmp_path, on, remedy_budg
     eot = f"bpda[eot={remedy_budgets.remedy_eot[0]}]"  # the first round's EoT (8 by default)
     assert f"fgsm ({eot})" in row.attack_gradient and f"pgd[max_iter=2] ({eot})" in row.attack_gradient
     assert row.verdict.startswith("repaired after ") and "randomized_without_eot failed" in row.verdict, row.verdict
-
-
-def test_honest_settings_run_no_remedy(tmp_path, on, budgets):
-    spec = dict({**GRID, **on}, defenses=["jpeg"], threat_models=["bpda"])
-    table = sweep(spec, out=tmp_path, run="r", checks="full", check_samples=2, check_budgets=budgets)
-    assert set(table[table.attack == "worst_case"].verdict) == {"verified"}
-    cells = expand(SweepSpec.from_dict(spec))
-    expected = {c.id for c in cells + auxiliary.added_cells(auxiliary.plan(cells, resolve_checks("full"), budgets))}
-    stored = {p.stem for p in (tmp_path / "r" / "cells").glob("*.json")}
-    assert stored == expected  # no remedy cell: every per-image outcome is the grid's
-    assert not stored & {c.id for c in remedies.possible(cells, budgets)}
 
 
 class OneHot(torch.nn.Module):
