@@ -46,12 +46,23 @@ def test_shards_merge_into_one_cell_file(local_sharded):
     assert list(rec["sample"]) == [0, 1, 2]
 
 
+@pytest.fixture(scope="module")
+def ray_running():
+    """One local Ray instance for this module's Ray tests, as on a cluster the sweep finds running: the
+    executor uses it and leaves it up. (tests/test_plugins.py runs Ray the other way: started for the
+    sweep and shut down after it.) Starting Ray costs 5-10 s a time here."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.mark.slow
-def test_ray_executor_matches_local(local_sharded, tmp_path, spec):
-    pytest.importorskip("ray")
+def test_ray_executor_matches_local(local_sharded, tmp_path, spec, ray_running):
     table, _ = local_sharded
     ray_table = sweep(SweepSpec(**spec), out=tmp_path, run="r", executor="ray", workers=2)
     pd.testing.assert_frame_equal(_numbers(ray_table), _numbers(table))
+    assert ray_running.is_initialized()  # a running instance is the user's: the sweep leaves it up
 
 
 @pytest.mark.slow

@@ -108,9 +108,11 @@ def test_worker_pool_matches_local(local, tmp_path, tiny_flags):
 
 @pytest.mark.slow
 def test_ray_matches_local(local, tmp_path, tiny_flags):
-    pytest.importorskip("ray")
+    """Ray started for the sweep (none running) loads the plugins in its workers, and is shut down after."""
+    ray = pytest.importorskip("ray")
     table, _ = local
     pd.testing.assert_frame_equal(_sweep_cli(tmp_path, tiny_flags, "--executor", "ray", "--workers", "2"), table)
+    assert not ray.is_initialized()
 
 
 def _tiny(plugin: Path, plugins=(), **kw) -> SweepSpec:

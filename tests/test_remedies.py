@@ -7,9 +7,6 @@ that honest settings run no remedy is shown at the documented budgets on the rea
 tests/test_checks.py (``test_undefended_and_jpeg_under_bpda_raise_no_failing_check_and_run_no_remedy``)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,9 +19,7 @@ from hbbench.checks import remedies
 from hbbench.defenses import DEFENSES
 from hbbench.grid import expand
 from hbbench.spec import SweepSpec
-from hbbench.models import MODELS, load_model
-from hbbench.plugins import load_refs
-from tests.conftest import TINY_MODEL, TINY_PLUGIN, registered, small_budgets
+from tests.conftest import registered, small_budgets
 
 
 def worst(table, defense, threat):
@@ -82,69 +77,6 @@ def test_random_defense_without_eot_is_repaired_by_eot(tmp_path, on, remedy_budg
     eot = f"bpda[eot={remedy_budgets.remedy_eot[0]}]"  # the first round's EoT (8 by default)
     assert f"fgsm ({eot})" in row.attack_gradient and f"pgd[max_iter=2] ({eot})" in row.attack_gradient
     assert row.verdict.startswith("repaired after ") and "randomized_without_eot failed" in row.verdict, row.verdict
-
-
-class OneHot(torch.nn.Module):
-    """10 x one-hot(argmax) of the inner model: the same decisions, and a zero gradient for every loss
-    (cross-entropy, DLR, the margin: the output does not move until the argmax flips)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        logits = self.inner(x)
-        hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
-        return logits * 0 + 10 * hot  # in the graph, with a zero gradient
-
-
-@contextmanager
-def onehot_model(on):
-    """(`onehot_test`, the model it wraps as --model names it): ``on``'s model behind OneHot."""
-    load_refs([TINY_PLUGIN])
-    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
-    with registered("tests: one-hot model"):
-        MODELS.register("onehot_test", "10 x one-hot(argmax) (tests only)")(
-            lambda: type(base)("onehot_test", OneHot(base.module), base.mean, base.std, base.num_classes))
-        yield "onehot_test", (TINY_MODEL if on else "efficientnet_lite0")
-
-
-def _affordable():
-    """Small check budgets, HopSkipJump's cut too (its documented one queries for minutes per image)."""
-    return replace(small_budgets(), remedy_hsj_iters=2, remedy_hsj_evals=20)
-
-
-def _masked_sweep(tmp_path, on, budgets):
-    """(the one-hot model's worst-case row, the wrapped model's) under a --checks full sweep."""
-    spec = dict(on, attacks=["fgsm", "pgd[max_iter=3]"], defenses=["none"], threat_models=["bpda"], n=4)
-    with onehot_model(on) as (masked, base):
-        table = sweep(dict(spec, models=[masked]), out=tmp_path, run="m", checks="full", check_samples=2,
-                      check_budgets=budgets(base))
-    plain = sweep(dict(spec, models=[base]), out=tmp_path, run="p", checks="none")
-    return table, worst(table, "none", "bpda"), worst(plain, "none", "bpda")
-
-
-@pytest.mark.slow  # two remedy rounds with HopSkipJump: minutes even on the tiny CNN
-def test_a_model_masking_every_loss_is_never_repaired_by_a_masked_remedy(tmp_path, tiny):
-    """Issue 28: the logit-loss remedies follow a zero gradient too; their own probe says so, and the
-    verdict reads "repaired" only where a remedy brings the figure to the wrapped model's."""
-    _, row, plain = _masked_sweep(tmp_path, tiny, lambda base: _affordable())
-    assert statuses(tmp_path / "m", "zero_gradient")[("none", "bpda")] == "fail"
-    cells = [pd.read_json(p, typ="series") for p in (tmp_path / "m" / "cells").glob("*.json")]
-    logit_remedies = [c for c in cells if str(c["attack"]).startswith(("pgd_margin", "apgd_dlr"))]
-    assert logit_remedies and all(c["gradient_zero_share"] == 1.0 for c in logit_remedies)  # measured, own loss
-    if row.verdict.startswith("repaired"):
-        assert row.defended_adv_top1 <= plain.defended_adv_top1 + 0.1 + 1e-9, row.verdict
-    else:
-        assert row.verdict.startswith("unverified (tried: ") and "hsj_eps" in row.verdict, row.verdict
-
-
-@pytest.mark.slow
-def test_a_surrogate_repairs_a_model_masking_every_loss(tmp_path):
-    """With --surrogate efficientnet_lite0, the one-hot EfficientNet-Lite0 is broken as the model itself is."""
-    _, row, plain = _masked_sweep(tmp_path, {}, lambda base: replace(_affordable(), surrogate=base))
-    assert abs(row.defended_adv_top1 - plain.defended_adv_top1) <= 0.1 + 1e-9, (row.verdict, plain.defended_adv_top1)
-    assert row.verdict.startswith("repaired after ") and "transfer_pgd" in row.verdict, row.verdict
 
 
 def test_remedies_compose_bpda_with_eot_where_both_fail():
