@@ -70,7 +70,7 @@ def test_pgd_breaks_the_embedded_model(classifier, data4):
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_respects_budget_and_clip_range(name, classifier, data4):
-    x, y = data4.x[:2], data4.y[:2]
+    x, y = data4.x[:1], data4.y[:1]  # one image the model gets right: the contract is per image
     np.random.seed(0)
     params = dict(FAST.get(name, {}))
     if has_budget(name):
