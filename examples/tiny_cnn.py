@@ -25,9 +25,12 @@ class TinyCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("tiny_cnn", "example plugin: a small CNN for 224 px ImageNet inputs, from a state dict "
-                 "(weights=PATH) or untrained (weights=random)")
-def tiny_cnn(weights: str = "tiny_cnn.pt") -> LoadedModel:
+@MODELS.register("tiny_cnn", "example plugin: a small CNN for ImageNet inputs of 224 px (or size=N px), from "
+                 "a state dict (weights=PATH) or untrained (weights=random)")
+def tiny_cnn(weights: str = "tiny_cnn.pt", size: int = 224) -> LoadedModel:
+    # Its pooling takes any size; hbbench checks that a dataset's images are the size the model declares.
+    if size < 16:
+        raise HBBenchError(f"tiny_cnn: size must be at least 16 px (two strided convolutions), got {size}")
     if weights == "random":  # an untrained network, on purpose: seeded, so every worker builds the same one
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -43,7 +46,7 @@ def tiny_cnn(weights: str = "tiny_cnn.pt") -> LoadedModel:
     # The inputs hbbench passes are images in [0, 1]; the model normalises with these, inside the classifier.
     # Its 1000 outputs are ImageNet's classes in timm's order: a dataset of another class set is refused.
     return LoadedModel("tiny_cnn", module.eval(), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                       num_classes=1000, classes="imagenet-1k")
+                       num_classes=1000, input_size=(3, size, size), classes="imagenet-1k")
 
 
 if __name__ == "__main__":

@@ -62,24 +62,35 @@ def rng():
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PLUGIN = str(ROOT / "examples" / "tiny_cnn.py")
-TINY_MODEL = "tiny_cnn[weights=random]"  # the example plugin's untrained CNN: seeded, cheap, every image wrong
+TINY_SIZE = 32  # px: the fast tier's images are the embedded ones scaled down, so every array is 49x smaller
+TINY_MODEL = f"tiny_cnn[weights=random,size={TINY_SIZE}]"  # the example plugin's untrained CNN: seeded, cheap
 # The fast tier's grid: the tiny CNN on 2 of the ``tiny_data`` images (a SweepSpec mapping; ``tiny_flags``: the CLI's).
 TINY = dict(models=[TINY_MODEL], plugins=[TINY_PLUGIN], n=2, batch_size=2, device="cpu", seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> str:
-    """'npz:PATH': the first four embedded ImageNet images (224 px) labelled with the tiny CNN's own
-    predictions, so the untrained model classifies every one (clean top-1 1.0, model_sanity passes)
-    and an attack has something to flip."""
-    from hbbench.classifier import make_classifier
-    from hbbench.datasets import load_dataset
+def tiny_cnn():
+    """TINY_MODEL as a LoadedModel (the example plugin loaded)."""
     from hbbench.models import load_model
     from hbbench.plugins import load_refs
 
     load_refs([TINY_PLUGIN])
-    x = load_dataset("imagenet-samples", n=4).x
-    y = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu").predict(x).argmax(1)
+    return load_model("tiny_cnn", weights="random", size=TINY_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """'npz:PATH': the first four embedded ImageNet images, scaled to TINY_SIZE px, labelled with the tiny
+    CNN's own predictions, so the untrained model classifies every one (clean top-1 1.0, model_sanity
+    passes) and an attack has something to flip."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    from hbbench.classifier import make_classifier
+    from hbbench.datasets import load_dataset
+
+    full = torch.from_numpy(load_dataset("imagenet-samples", n=4).x)
+    x = interpolate(full, size=(TINY_SIZE, TINY_SIZE), mode="bilinear", antialias=True).clamp(0, 1).numpy()
+    y = make_classifier(tiny_cnn(), device="cpu").predict(x).argmax(1)
     path = tmp_path_factory.mktemp("tiny-data") / "tiny4.npz"
     np.savez(path, x=x, y=y.astype(np.int64))
     return f"npz:{path}"
@@ -150,16 +161,16 @@ def saturated_model(on):
     """`saturated_test`: ``on``'s model with its logits scaled until float32's softmax is one-hot: EfficientNet-
     Lite0 x 1000; the tiny CNN x 100,000 (its untrained logits lie 0.04-0.07 apart: x 1000 leaves e^-40,
     not 0). Registered for the test only."""
+    from dataclasses import replace
+
     from hbbench.models import MODELS, load_model
-    from hbbench.plugins import load_refs
     from tests.planted import Scaled
 
-    load_refs([TINY_PLUGIN])
-    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
+    base = tiny_cnn() if on else load_model("efficientnet_lite0")
     with registered("tests: saturated model"):
         factor = 1e5 if on else 1000.0
         MODELS.register("saturated_test", "logits scaled to a one-hot softmax (tests only)")(
-            lambda: type(base)("saturated_test", Scaled(base.module, factor), base.mean, base.std, base.num_classes))
+            lambda: replace(base, name="saturated_test", module=Scaled(base.module, factor)))
         yield "saturated_test"
 
 
@@ -222,11 +233,8 @@ def on_flags(on, tiny_flags) -> list[str]:
 def tiny_classifier():
     """The tiny CNN as an ART classifier (the example plugin loaded)."""
     from hbbench.classifier import make_classifier
-    from hbbench.models import load_model
-    from hbbench.plugins import load_refs
 
-    load_refs([TINY_PLUGIN])
-    return make_classifier(load_model("tiny_cnn", weights="random"), device="cpu")
+    return make_classifier(tiny_cnn(), device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -245,4 +253,4 @@ def other_tiny(tmp_path_factory) -> str:
         state = architecture().state_dict()
     path = tmp_path_factory.mktemp("other-tiny") / "tiny_cnn_seed1.pt"
     torch.save(state, path)
-    return f"tiny_cnn[weights={path}]"
+    return f"tiny_cnn[weights={path},size={TINY_SIZE}]"

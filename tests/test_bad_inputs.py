@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hbbench.cli import main
-from tests.conftest import cli_runner
+from tests.conftest import TINY_PLUGIN, cli_runner
 
 
 # A tiny grid: one cheap attack, one defense, one threat model, one sample.
@@ -196,6 +196,10 @@ CASES = [
     ("plugin-raises-on-import", lambda t: ["--plugin", _plugin(t, RAISES)], "raised RuntimeError on import: no GPU"),
     ("plugin-registers-existing-name", lambda t: ["--plugin", _plugin(t, TAKES_JPEG)],
      "defense 'jpeg' is already registered by hbbench"),
+    ("plugin-model-refuses-its-parameter", lambda t: ["--plugin", TINY_PLUGIN, "--model", "tiny_cnn[weights=random,size=8]"],
+     "tiny_cnn: size must be at least 16 px"),
+    ("image-size-vs-model", lambda t: ["--plugin", TINY_PLUGIN, "--model", "tiny_cnn[weights=random,size=32]"],
+     "has images of shape (3, 224, 224) but model tiny_cnn expects (3, 32, 32)"),
 ]
 
 

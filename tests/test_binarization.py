@@ -11,6 +11,7 @@ import torch
 
 from hbbench.checks import binarization as B
 from hbbench.api import sweep
+from tests.conftest import tiny_cnn
 
 
 def test_binarization_passes_honest_attacks_and_fails_masked_gradients(tmp_path, on, planted_defense):
@@ -31,9 +32,7 @@ def test_binarization_passes_honest_attacks_and_fails_masked_gradients(tmp_path,
 
 @pytest.mark.parametrize("net", ["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
 def test_binary_readout_replaces_the_last_layer(net, tiny_classifier, request):
-    from hbbench.models import load_model
-
-    model = load_model("tiny_cnn", weights="random") if net == "tiny" else request.getfixturevalue("model")
+    model = tiny_cnn() if net == "tiny" else request.getfixturevalue("model")
     head = B.last_linear(model.module, model.num_classes)
     assert head is not None and head.out_features == 1000
     x = torch.rand(2, 3, 224, 224)

@@ -22,10 +22,11 @@ from hbbench.export import load
 from hbbench.recheck import recheck
 from hbbench.report import build_report
 from hbbench.spec import SweepSpec
+from tests.conftest import TINY_MODEL, tiny_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(ROOT / "examples" / "tiny_cnn.py")
-MODEL = "tiny_cnn[weights=random]"
+MODEL = TINY_MODEL
 
 
 def cli(*args):
@@ -181,9 +182,8 @@ def test_a_defense_cell_stores_the_input_its_network_classified(run):
     """x_defended is what the defense made of each stored example: the tiny CNN's top-1 on it is the
     run's recorded top-1 after the defense, image by image; an undefended cell stores none."""
     from hbbench.classifier import make_classifier
-    from hbbench.models import load_model
 
-    clf = make_classifier(load_model("tiny_cnn", weights="random"), device="cpu")
+    clf = make_classifier(tiny_cnn(), device="cpu")
     summary = pd.read_csv(run / "summary.csv")
     summary = summary[summary.attack != "worst_case"]
     for cell_id, defense in zip(summary.cell_id, summary.defense):

@@ -13,8 +13,7 @@ import torch
 
 from hbbench.api import sweep
 from hbbench.models import MODELS, load_model
-from hbbench.plugins import load_refs
-from tests.conftest import TINY_MODEL, TINY_PLUGIN, registered, small_budgets
+from tests.conftest import TINY_MODEL, registered, small_budgets, tiny_cnn
 from tests.test_remedies import statuses, worst
 
 
@@ -35,11 +34,10 @@ class OneHot(torch.nn.Module):
 @contextmanager
 def onehot_model(on):
     """(`onehot_test`, the model it wraps as --model names it): ``on``'s model behind OneHot."""
-    load_refs([TINY_PLUGIN])
-    base = load_model("tiny_cnn", weights="random") if on else load_model("efficientnet_lite0")
+    base = tiny_cnn() if on else load_model("efficientnet_lite0")
     with registered("tests: one-hot model"):
         MODELS.register("onehot_test", "10 x one-hot(argmax) (tests only)")(
-            lambda: type(base)("onehot_test", OneHot(base.module), base.mean, base.std, base.num_classes))
+            lambda: replace(base, name="onehot_test", module=OneHot(base.module)))
         yield "onehot_test", (TINY_MODEL if on else "efficientnet_lite0")
 
 
