@@ -241,13 +241,9 @@ def tiny_classifier():
 def other_tiny(tmp_path_factory) -> str:
     """A second model for model grids: the tiny CNN with weights of another seed, from a checkpoint (the
     plugin's weights=PATH). ``tiny_data`` is labelled by the first, so this one is right on none of it."""
-    from hbbench.models import load_model
-    from hbbench.plugins import load_refs
-
     import torch
 
-    load_refs([TINY_PLUGIN])
-    architecture = type(load_model("tiny_cnn", weights="random").module)
+    architecture = type(tiny_cnn().module)
     with torch.random.fork_rng():
         torch.manual_seed(1)
         state = architecture().state_dict()
