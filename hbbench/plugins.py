@@ -115,6 +115,14 @@ def load(plugins: list[Plugin]) -> None:
         _LOADED[plugin.ref] = plugin.sha256
 
 
+def unload(ref: str) -> None:
+    """Remove what the plugin ``ref`` registered, and forget it: loading it again imports it again (a
+    long-lived process, such as a notebook or a test session, that ran a command with ``--plugin``)."""
+    ref = normalize(ref)
+    unregister_source(ref)
+    _LOADED.pop(ref, None)
+
+
 def load_refs(refs) -> list[Plugin]:
     """Resolve and load: what the command line and the sweep do with ``--plugin`` / ``plugins:``."""
     plugins = resolve(refs)

@@ -1,4 +1,5 @@
 import os
+import shlex
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +132,32 @@ def invoke(*args) -> tuple[int, str, list[str]]:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
     assert "Traceback" not in result.stdout + result.stderr
     return result.exit_code, result.stdout, result.stderr.strip().splitlines()
+
+
+@contextmanager
+def working_directory(path):
+    """``cd path`` for the block (contextlib.chdir is Python 3.11's; we support 3.10)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_doc_commands(cwd, commands: list[str]) -> dict[str, str]:
+    """A doc's ``$ hbbench …`` lines as a user types them, in ``cwd`` and in order, in this process (each
+    command is click's, as in a shell; a fresh process is not what a walk-through tests): each must exit
+    0. Returns each command's stdout."""
+    outputs = {}
+    with working_directory(cwd):
+        for command in commands:
+            argv = shlex.split(command)
+            assert argv[0] == "hbbench", f"the doc runs an unexpected program: {command}"
+            code, stdout, stderr = invoke(*argv[1:])
+            assert code == 0, f"{command}\n{stdout[-2000:]}\n" + "\n".join(stderr[-20:])
+            outputs[command] = stdout
+    return outputs
 
 
 @contextmanager

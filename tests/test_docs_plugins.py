@@ -1,15 +1,16 @@
 """docs/plugins.md runs as written: every `$ ` command of its console blocks, in order, in a fresh
-directory holding a copy of examples/, each exiting 0; then what the text claims of the results."""
-import os
+directory whose examples/ is the repository's, each exiting 0; then what the text claims of the results.
+The commands run in this process, as a user's shell would run them; the plugins they load are unloaded
+after (tests/test_plugins.py runs one in a new process)."""
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from hbbench import plugins
+from tests.conftest import TINY_PLUGIN, run_doc_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plugins.md"
@@ -20,26 +21,17 @@ def doc_commands() -> list[str]:
     return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
 
 
-def _argv(command: str) -> list[str]:
-    """`hbbench …` and `python …` as this interpreter runs them (the venv's, wherever it lives)."""
-    argv = shlex.split(command)
-    if argv[0] == "hbbench":
-        return [sys.executable, "-m", "hbbench.cli", *argv[1:]]
-    if argv[0] == "python":
-        return [sys.executable, *argv[1:]]
-    raise AssertionError(f"docs/plugins.md runs an unexpected program: {command}")
-
-
 @pytest.fixture(scope="module")
 def walked(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("docs")
-    shutil.copytree(ROOT / "examples", cwd / "examples")
-    outputs = {}
-    for command in doc_commands():
-        done = subprocess.run(_argv(command), cwd=cwd, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        outputs[command] = done.stdout
+    (cwd / "examples").symlink_to(ROOT / "examples")  # the same files: this process may have loaded them
+    refs = {str(ROOT / a) for c in doc_commands() for flag, a in zip(shlex.split(c), shlex.split(c)[1:])
+            if flag == "--plugin"}
+    try:
+        outputs = run_doc_commands(cwd, doc_commands())
+    finally:
+        for ref in refs - {TINY_PLUGIN}:  # the fast tier's tiny CNN stays as the session loaded it
+            plugins.unload(ref)
     return cwd, outputs
 
 

@@ -1,23 +1,18 @@
 """docs/results.md runs as written: its `$ ` commands in order in a fresh directory, each exiting 0, then
 its Python blocks as one script; what it prints is the doc's output blocks, and the leaderboard it
-writes is the doc's table (but for seconds, which depend on the machine)."""
-import os
+writes is the doc's table (but for seconds, which depend on the machine). Both run in this process, as
+a user's shell and notebook would run them (tests/test_packaging.py runs the installed command)."""
+import io
 import re
-import shlex
-import subprocess
-import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_doc_commands, working_directory
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
-
-
-def _argv(command: str) -> list[str]:
-    argv = shlex.split(command)
-    assert argv[0] == "hbbench", f"docs/results.md runs an unexpected program: {command}"
-    return [sys.executable, "-m", "hbbench.cli", *argv[1:]]
 
 
 def blocks(kind: str) -> list[str]:
@@ -31,15 +26,11 @@ def doc_commands() -> list[str]:
 @pytest.fixture(scope="module")
 def walked(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("results-doc")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for command in doc_commands():
-        done = subprocess.run(_argv(command), cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
-        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    script = cwd / "notebook.py"
-    script.write_text("\n".join(blocks("python")))
-    done = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return cwd, done.stdout
+    run_doc_commands(cwd, doc_commands())
+    printed = io.StringIO()
+    with working_directory(cwd), redirect_stdout(printed):
+        exec(compile("\n".join(blocks("python")), str(DOC), "exec"), {"__name__": "__main__"})
+    return cwd, printed.getvalue()
 
 
 def _table(text: str) -> list[list[str]]:

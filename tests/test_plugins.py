@@ -157,9 +157,9 @@ def test_an_installed_packages_entry_point_plugin_is_listed_in_process(tmp_path,
         assert result.exit_code == 0, result.stderr
         assert "demo_in_process" in result.stdout and "(plugin hbdemo_plugin)" in result.stdout
     finally:
-        from hbbench.registry import unregister_source
+        from hbbench.plugins import unload
 
-        unregister_source("hbdemo_plugin")
+        unload("hbdemo_plugin")
         sys.modules.pop("hbdemo_plugin", None)
 
 
