@@ -37,8 +37,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": 
 TIMEOUT = 150
 
 
+def _args(out: Path, *extra: str) -> list[str]:
+    return ["sweep", *GRID, "--out", str(out), *extra]
+
+
 def _command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hbbench.cli", "sweep", *GRID, "--out", str(out), *extra]
+    return [sys.executable, "-m", "hbbench.cli", *_args(out, *extra)]
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -46,6 +50,21 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     return done
+
+
+def _run_here(out: Path, *extra: str) -> str:
+    """The same command in this process (what is tested is the command, not a fresh process; the
+    interrupted sweeps and the same-seed rerun are processes of their own), on one torch thread as
+    ENV gives the processes: its stderr."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = cli_runner().invoke(main, _args(out, *extra), env={"COLUMNS": "400"})
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result.stderr
 
 
 def _start(out: Path, logs: Path, *extra: str) -> subprocess.Popen:
@@ -100,7 +119,7 @@ def _one_run_dir(out: Path) -> Path:
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted run of the grid (--run a)."""
     out = tmp_path_factory.mktemp("reference")
-    _run(out, "--run", "a")
+    _run_here(out, "--run", "a")
     return out / "a"
 
 
@@ -130,10 +149,10 @@ def _interrupt_and_resume(reference: Path, tmp_path: Path, sig: int) -> tuple[in
     (run_dir / ".summary.csv.x1y2.tmp").write_text("model,dataset\nbogus,row\n")
     (run_dir / "cells" / f"{unfinished[-1]}.parquet").write_bytes(b"PAR1 truncated")
 
-    resumed = _run(out)
+    resumed = _run_here(out)
     # cells a killed run stored whole but had not yet merged may count too; none is recomputed
-    already = re.search(rf"\((\d+) of {N_CELLS} cells already done\)", resumed.stderr)
-    assert already and len(kept) <= int(already.group(1)) < N_CELLS, resumed.stderr
+    already = re.search(rf"\((\d+) of {N_CELLS} cells already done\)", resumed)
+    assert already and len(kept) <= int(already.group(1)) < N_CELLS, resumed
     assert _one_run_dir(out) == run_dir
     assert _stamps(run_dir, kept) == stamps  # finished cells were neither recomputed nor rewritten
     assert not list(run_dir.rglob("*.tmp"))  # leftovers cleaned
