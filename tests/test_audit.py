@@ -157,10 +157,10 @@ def test_default_steps_reach_their_budget(tiny):
 
 @pytest.mark.slow
 def test_unreachable_pgd_is_remedied_under_full_checks(tmp_path):
-    """EfficientNet-Lite0 on 4 embedded images: PGD with steps of 0.0002 at 4/255 fails budget_use, its
-    remedy runs under --checks full (the small budgets: 2x the iterations, 2 restarts, on CPU), and the
-    worst case comes within one image of PGD's defaults."""
-    spec = dict(attacks=["bim", "pgd[eps_step=0.0002]"], defenses=["none"], eps=[EPS], n=4,
+    """EfficientNet-Lite0 on 2 embedded images (it gets both right): PGD with steps of 0.0002 at 4/255
+    fails budget_use, its remedy runs under --checks full (the small budgets: 2x the iterations, 2
+    restarts, on CPU), and the worst case comes within one image of PGD's defaults."""
+    spec = dict(attacks=["bim", "pgd[eps_step=0.0002]"], defenses=["none"], eps=[EPS], n=2,
                 threat_models=["oblivious"])
     table = sweep(spec, out=tmp_path, run="weak", checks="full", check_samples=2, check_budgets=small_budgets())
     checks = pd.read_csv(tmp_path / "weak" / "checks.csv")
@@ -169,4 +169,4 @@ def test_unreachable_pgd_is_remedied_under_full_checks(tmp_path):
     assert "pgd[max_iter=20,num_random_init=2] (oblivious)" in worst.attack_gradient, worst.attack_gradient
     assert worst.verdict.startswith("repaired after budget_use failed") or worst.verdict.startswith("unverified")
     plain = sweep(dict(spec, attacks=["pgd"]), out=tmp_path, run="plain", checks="none")
-    assert abs(worst.defended_adv_top1 - plain.defended_adv_top1.iloc[0]) <= 1 / 4 + 1e-9
+    assert abs(worst.defended_adv_top1 - plain.defended_adv_top1.iloc[0]) <= 1 / 2 + 1e-9
