@@ -1,5 +1,6 @@
 """Sharded runs and parallel executors give the same table as one process: sharding on the tiny CNN
-(fast tier) and EfficientNet-Lite0 (slow tier); the worker pool and Ray (fresh processes) in the slow tier."""
+(fast tier) and EfficientNet-Lite0 (slow tier); the worker pool and Ray (fresh processes) on the tiny CNN
+in the slow tier (what crosses processes is the work and its seeds, whatever the model)."""
 import pandas as pd
 import pytest
 
@@ -15,25 +16,37 @@ def _numbers(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=timing).reset_index(drop=True)
 
 
-@pytest.fixture(scope="module", params=["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
-def spec(request, tiny) -> dict:
-    return dict(SPEC, **{k: tiny[k] for k in ("models", "plugins", "dataset", "device")}) \
-        if request.param == "tiny" else SPEC
+def _on_tiny(tiny) -> dict:
+    return dict(SPEC, **{k: tiny[k] for k in ("models", "plugins", "dataset", "device")})
 
 
-@pytest.fixture(scope="module")
-def local_sharded(tmp_path_factory, spec):
+def _local(spec: dict, out):
     """The in-process reference, on one thread like each of two workers on two cores: float sums
     depend on the thread count, and a JPEG quantisation step can turn that into a flipped class."""
     import torch
 
-    out = tmp_path_factory.mktemp("local")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return sweep(SweepSpec(**spec), out=out, run="r"), out / "r"
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def spec(tiny) -> dict:
+    """The grid the executors run: on the tiny CNN."""
+    return _on_tiny(tiny)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, spec):
+    return _local(spec, tmp_path_factory.mktemp("local-tiny"))
+
+
+@pytest.fixture(scope="module", params=["tiny", pytest.param("efficientnet", marks=pytest.mark.slow)])
+def local_sharded(request, tmp_path_factory):
+    return request.getfixturevalue("local") if request.param == "tiny" else _local(SPEC, tmp_path_factory.mktemp("local"))
 
 
 def test_shards_merge_into_one_cell_file(local_sharded):
@@ -58,15 +71,15 @@ def ray_running():
 
 
 @pytest.mark.slow
-def test_ray_executor_matches_local(local_sharded, tmp_path, spec, ray_running):
-    table, _ = local_sharded
+def test_ray_executor_matches_local(local, tmp_path, spec, ray_running):
+    table, _ = local
     ray_table = sweep(SweepSpec(**spec), out=tmp_path, run="r", executor="ray", workers=2)
     pd.testing.assert_frame_equal(_numbers(ray_table), _numbers(table))
     assert ray_running.is_initialized()  # a running instance is the user's: the sweep leaves it up
 
 
 @pytest.mark.slow
-def test_worker_pool_matches_local(local_sharded, tmp_path, spec):
-    table, _ = local_sharded
+def test_worker_pool_matches_local(local, tmp_path, spec):
+    table, _ = local
     pool_table = sweep(SweepSpec(**spec), out=tmp_path, run="r", workers=2)
     pd.testing.assert_frame_equal(_numbers(pool_table), _numbers(table))
