@@ -1,6 +1,7 @@
 import os
 import shlex
 import shutil
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def pytest_sessionstart(session):
     import torch
 
     torch.set_num_threads(1 if worker else max(1, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most slow tests first (the order within a file kept): pytest-xdist hands whole files
+    to its workers in this order, so the long ones start early and the short ones fill the end."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 SHARED_200 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "imagenet-samples-200")
