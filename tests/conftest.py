@@ -26,6 +26,7 @@ def pytest_sessionstart(session):
     torch.set_num_threads(1 if worker else max(1, os.cpu_count() or 1))
 
 
+@pytest.hookimpl(trylast=True)  # after -m has deselected: the fast tier keeps its order
 def pytest_collection_modifyitems(config, items):
     """Files with the most slow tests first (the order within a file kept): pytest-xdist hands whole files
     to its workers in this order, so the long ones start early and the short ones fill the end."""
