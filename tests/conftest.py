@@ -1,8 +1,9 @@
+import io
 import os
 import shlex
 import shutil
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,14 @@ def run_doc_commands(cwd, commands: list[str]) -> dict[str, str]:
             assert code == 0, f"{command}\n{stdout[-2000:]}\n" + "\n".join(stderr[-20:])
             outputs[command] = stdout
     return outputs
+
+
+def run_doc_python(cwd, source: str, doc) -> str:
+    """A doc's Python blocks (``source``) as a notebook runs them, in ``cwd``, in this process: what they print."""
+    printed = io.StringIO()
+    with working_directory(cwd), redirect_stdout(printed):
+        exec(compile(source, str(doc), "exec"), {"__name__": "__main__"})
+    return printed.getvalue()
 
 
 @contextmanager

@@ -25,8 +25,8 @@ def doc_commands() -> list[str]:
 def walked(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("docs")
     (cwd / "examples").symlink_to(ROOT / "examples")  # the same files: this process may have loaded them
-    refs = {str(ROOT / a) for c in doc_commands() for flag, a in zip(shlex.split(c), shlex.split(c)[1:])
-            if flag == "--plugin"}
+    argvs = [shlex.split(c) for c in doc_commands()]
+    refs = {str(ROOT / a) for argv in argvs for flag, a in zip(argv, argv[1:]) if flag == "--plugin"}
     try:
         outputs = run_doc_commands(cwd, doc_commands())
     finally:

@@ -11,7 +11,7 @@ import click
 import pytest
 
 from hbbench.cli import main
-from tests.conftest import working_directory
+from tests.conftest import run_doc_python
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -131,6 +131,5 @@ def test_the_readme_names_only_paths_that_exist():
 @pytest.mark.slow
 def test_the_readme_python_block_runs(tmp_path):
     """In this process, as a notebook runs it, in a fresh directory (it writes results/ there)."""
-    with working_directory(tmp_path):
-        exec(compile("".join(blocks(README.read_text(), ("python",))), str(README), "exec"), {"__name__": "__main__"})
+    run_doc_python(tmp_path, "".join(blocks(README.read_text(), ("python",))), README)
     assert list((tmp_path / "results").glob("*/summary.csv")), "hbbench.sweep wrote no summary.csv"

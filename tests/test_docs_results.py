@@ -2,14 +2,12 @@
 its Python blocks as one script; what it prints is the doc's output blocks, and the leaderboard it
 writes is the doc's table (but for seconds, which depend on the machine). Both run in this process, as
 a user's shell and notebook would run them (tests/test_packaging.py runs the installed command)."""
-import io
 import re
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_doc_commands, working_directory
+from tests.conftest import run_doc_commands, run_doc_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
@@ -27,10 +25,7 @@ def doc_commands() -> list[str]:
 def walked(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("results-doc")
     run_doc_commands(cwd, doc_commands())
-    printed = io.StringIO()
-    with working_directory(cwd), redirect_stdout(printed):
-        exec(compile("\n".join(blocks("python")), str(DOC), "exec"), {"__name__": "__main__"})
-    return cwd, printed.getvalue()
+    return cwd, run_doc_python(cwd, "\n".join(blocks("python")), DOC)
 
 
 def _table(text: str) -> list[list[str]]:

@@ -21,16 +21,10 @@ def _on_tiny(tiny) -> dict:
 
 
 def _local(spec: dict, out):
-    """The in-process reference, on one thread like each of two workers on two cores: float sums
-    depend on the thread count, and a JPEG quantisation step can turn that into a flipped class."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return sweep(SweepSpec(**spec), out=out, run="r"), out / "r"
-    finally:
-        torch.set_num_threads(threads)
+    """The in-process reference, on one thread (the sweep's ``threads``) like each of two workers on two
+    cores: float sums depend on the thread count, and a JPEG quantisation step can turn that into a
+    flipped class."""
+    return sweep(SweepSpec(**spec), out=out, run="r", threads=1), out / "r"
 
 
 @pytest.fixture(scope="module")
