@@ -19,10 +19,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 install: $(STAMP)  ## virtualenv + editable install with test and Ray extras (the targets below do it on first use)
 
 test: $(STAMP)  ## the fast tier: every kind of assertion on small work (tiny CNN, 2-4 images), <= 2 min on 2 cores
-	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile --durations=25
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 test-all: $(STAMP)  ## the whole suite, the slow tier too (EfficientNet-Lite0, real processes, documented budgets), target 6 min on 2 cores
-	$(PY) -m pytest -q -n auto --dist loadfile --durations=25
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 demo: $(STAMP)  ## a 4-image sweep, about a minute
 	$(HBBENCH) sweep --attacks fgsm,pgd --defense jpeg,heatblur --n 4 --out $(OUT)

@@ -27,12 +27,15 @@ def pytest_sessionstart(session):
     torch.set_num_threads(1 if worker else max(1, os.cpu_count() or 1))
 
 
-@pytest.hookimpl(trylast=True)  # after -m has deselected: the fast tier keeps its order
+@pytest.hookimpl(trylast=True)  # after -m has deselected what it deselects
 def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests first (the order within a file kept): pytest-xdist hands whole files
-    to its workers in this order, so the long ones start early and the short ones fill the end."""
+    """Files with the most slow tests first, then those with the most tests (the order within a file kept).
+    pytest-xdist hands whole files to its workers in this order (the Makefile's --no-loadscope-reorder: its
+    own order, by test count alone, put test_packaging's one 29 s test last, beside an idle worker), so the
+    long files start early and the short ones fill the end."""
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])
+    tests = Counter(item.path for item in items)
+    items.sort(key=lambda item: (-slow[item.path], -tests[item.path]))
 
 
 SHARED_200 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "imagenet-samples-200")
