@@ -41,10 +41,11 @@ class CheckBudgets:
     remedy_hsj_iters: int = 20
     remedy_hsj_evals: int = 1000
     surrogate: str | None = None
+    unbounded_iters: int = 50  # unbounded: PGD's steps of 0.01 over the whole pixel range (the remedies' twins too)
 
     def __post_init__(self):
-        counts = (self.square_queries, self.remedy_square_queries, self.remedy_iter_factor, self.remedy_restarts,
-                  *self.remedy_eot, self.remedy_hsj_iters, self.remedy_hsj_evals)
+        counts = (self.square_queries, self.unbounded_iters, self.remedy_square_queries, self.remedy_iter_factor,
+                  self.remedy_restarts, *self.remedy_eot, self.remedy_hsj_iters, self.remedy_hsj_evals)
         if len(self.remedy_eot) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in counts):
             raise HBBenchError(f"check budgets must be positive integers (remedy_eot: one per round, two), got {self}")
         if self.surrogate is not None and (not isinstance(self.surrogate, str) or not self.surrogate.strip()):

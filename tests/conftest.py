@@ -125,7 +125,7 @@ def small_budgets():
     """Check and remedy budgets a test can afford (the defaults: hbbench.options.CheckBudgets)."""
     from hbbench.options import CheckBudgets
 
-    return CheckBudgets(square_queries=10, remedy_square_queries=20, remedy_iter_factor=2, remedy_restarts=2,
+    return CheckBudgets(square_queries=10, unbounded_iters=20, remedy_square_queries=20, remedy_iter_factor=2, remedy_restarts=2,
                         remedy_eot=(2, 3), remedy_hsj_iters=2, remedy_hsj_evals=20)
 
 

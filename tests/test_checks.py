@@ -161,6 +161,8 @@ def test_check_budgets_are_options_recorded_and_kept(tmp_path, tiny):
     cells = expand(SweepSpec.from_dict(spec))
     assert {c.attack for c, _ in auxiliary.plan(cells, ["blackbox_beats_whitebox"])["blackbox_beats_whitebox"]} == \
         {"square[max_iter=100,norm=inf]"}
-    assert CheckBudgets() == CheckBudgets(100, 1000, 4, 5, (8, 16))  # the documented defaults (docs/evaluation.md)
+    unbounded = [c for c, _ in auxiliary.plan(cells, ["unbounded"], CheckBudgets(unbounded_iters=7))["unbounded"]]
+    assert unbounded and all(dict(c.attack_params)["max_iter"] == 7 and c.eps == 1.0 for c in unbounded)  # a budget too
+    assert CheckBudgets() == CheckBudgets(100, 1000, 4, 5, (8, 16), unbounded_iters=50)  # the documented defaults (docs/evaluation.md)
     with pytest.raises(HBBenchError, match="positive integers"):
         CheckBudgets(remedy_restarts=0)

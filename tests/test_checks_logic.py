@@ -15,6 +15,7 @@ from hbbench.checks.table import failed
 from hbbench.checks.stats import a_stronger_than_b
 from hbbench.checks.worst_case import rows as worst_case_rows
 from hbbench.errors import HBBenchError
+from hbbench.options import CheckBudgets
 from hbbench.grid import expand
 from hbbench.spec import SweepSpec
 
@@ -95,7 +96,7 @@ def test_blackbox_beats_whitebox(square, expected):
 @pytest.mark.parametrize("survivors,expected", [(range(3), "fail"), ((), "pass")])
 def test_unbounded(survivors, expected):
     fooled = [i for i in range(N) if i not in survivors]
-    label = auxiliary.label("pgd", auxiliary.UNBOUNDED_PGD)
+    label = auxiliary.label("pgd", auxiliary.unbounded_pgd(CheckBudgets()))
     ev = evidence(["pgd"], checks=["unbounded"], outcomes={(label, "jpeg", "bpda", 255): fooled})
     assert status(ev, "unbounded") == [expected]
     assert status(ev, "unbounded", threat="oblivious") == []  # nothing through the defense to check

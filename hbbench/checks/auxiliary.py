@@ -1,9 +1,10 @@
 """The attack runs the costly checks add to a run: ordinary cells (stored, resumed and run by the
 executors like the grid's), over the first ``check_samples`` images, never part of summary.csv.
 
-- ``unbounded``: PGD with a budget covering the whole pixel range, 50 steps of 0.01, no random
-  start (a random start in a whole-range ball is itself a random image), through the defense as
-  the threat model dictates; one per defense x threat model that crafts against the defense.
+- ``unbounded``: PGD with a budget covering the whole pixel range, steps of 0.01 (50 by default:
+  ``CheckBudgets.unbounded_iters``), no random start (a random start in a whole-range ball is itself a
+  random image), through the defense as the threat model dictates; one per defense x threat model
+  that crafts against the defense.
 - ``not_converged``: each iterative gradient attack of the grid with twice its iterations, same
   budget, defense and threat model.
 
@@ -23,7 +24,10 @@ from hbbench.attacks import ATTACKS, attack_norm
 from hbbench.options import DEFAULT_BUDGETS, CheckBudgets
 from hbbench.spec import Cell
 
-UNBOUNDED_PGD = {"eps": 1.0, "eps_step": 0.01, "max_iter": 50, "num_random_init": 0, "early_stop": True}
+
+def unbounded_pgd(budgets: CheckBudgets) -> dict:
+    """The ``unbounded`` check's PGD parameters (its eps is the budget: the whole pixel range)."""
+    return {"eps": 1.0, "eps_step": 0.01, "max_iter": budgets.unbounded_iters, "num_random_init": 0, "early_stop": True}
 
 
 def label(name: str, params: dict) -> str:
@@ -46,11 +50,11 @@ def plan(cells: list[Cell], checks, budgets: CheckBudgets = DEFAULT_BUDGETS) -> 
     """check name -> [(added cell, the grid cell it stands beside, or None)], without duplicates."""
     out: dict[str, list[tuple[Cell, Cell | None]]] = {}
     if "unbounded" in checks:
-        seen = {}
+        seen, params = {}, unbounded_pgd(budgets)
         for c in cells:
             if c.scored_on_attacked_model:
                 seen.setdefault((c.model_key, c.defense, c.threat_model),
-                                (with_attack(c, "pgd", UNBOUNDED_PGD, UNBOUNDED_PGD["eps"]), None))
+                                (with_attack(c, "pgd", params, params["eps"]), None))
         out["unbounded"] = list(seen.values())
     if "not_converged" in checks:
         out["not_converged"] = []

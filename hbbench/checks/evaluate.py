@@ -140,7 +140,7 @@ def not_monotone(ev: Evidence) -> list[dict]:
     return rows
 
 
-@CHECKS.register("unbounded", "PGD over the whole pixel range (50 steps, no random start) through the defense "
+@CHECKS.register("unbounded", "PGD over the whole pixel range (50 steps of 0.01 by default, no random start) through the defense "
                  "must take defended top-1 to <= 0.01", cost="costly", remedy=("gradient",))
 def unbounded(ev: Evidence) -> list[dict]:
     rows = []

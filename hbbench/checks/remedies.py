@@ -38,7 +38,7 @@ import numpy as np
 from hbbench.attacks import ATTACKS, attack_norm
 from hbbench.checks import CHECKS, evaluate  # noqa: F401  (registers the checks whose remedies are planned here)
 from hbbench.checks import auxiliary, binarization, budget
-from hbbench.checks.auxiliary import UNBOUNDED_PGD, is_iterative_gradient, with_attack
+from hbbench.checks.auxiliary import is_iterative_gradient, unbounded_pgd, with_attack
 from hbbench.checks.evaluate import UNBOUNDED_MAX_TOP1, ZERO_GRADIENT_FAIL
 from hbbench.checks.evidence import Evidence
 from hbbench.checks.stats import a_stronger_than_b
@@ -148,21 +148,22 @@ def _without_gradient(cells: list[Cell], budgets: CheckBudgets) -> list[Cell]:
     return out
 
 
-def twin(cell: Cell) -> Cell:
+def twin(cell: Cell, budgets: CheckBudgets) -> Cell:
     """A gradient remedy's unbounded twin: the same attack, loss and threat model over the whole pixel
     range (the ``unbounded`` check's budget and steps): whether its gradient leads anywhere."""
     params = dict(cell.attack_params)
     entry = ATTACKS.resolve(cell.attack_name)[0]
-    for key, value in UNBOUNDED_PGD.items():
+    unbounded = unbounded_pgd(budgets)
+    for key, value in unbounded.items():
         if key in entry.params and key != "eps":
             params[key] = value
     if "nb_random_init" in entry.params:
         params["nb_random_init"] = 1
-    return with_attack(cell, cell.attack_name, params, UNBOUNDED_PGD["eps"])
+    return with_attack(cell, cell.attack_name, params, unbounded["eps"])
 
 
-def _twins(remedies: list[Cell]) -> list[Cell]:
-    return [twin(c) for c in remedies if ATTACKS.resolve(c.attack_name)[0].meta["gradient"]]
+def _twins(remedies: list[Cell], budgets: CheckBudgets) -> list[Cell]:
+    return [twin(c, budgets) for c in remedies if ATTACKS.resolve(c.attack_name)[0].meta["gradient"]]
 
 
 def _round(kinds: list[str], cells: list[Cell], previous: list[Cell], round_: int, known: set,
@@ -220,10 +221,10 @@ def _settle(ev: Evidence, failed: list[str], cells: list[Cell], budgets: CheckBu
         tried += new
         missing = [c for c in new if not ev.done(c)]
         if not missing and probed:  # a twin only where the remedy's own gradient passed its probe
-            missing = [t for t in _twins([c for c in new if _gradient_probe_passes(ev, c)]) if not ev.done(t)]
+            missing = [t for t in _twins([c for c in new if _gradient_probe_passes(ev, c)], budgets) if not ev.done(t)]
         if missing:
             return Outcome(failed, tried, False, missing)
-        if _answered(ev, failed, cells, tried):
+        if _answered(ev, failed, cells, tried, budgets):
             return Outcome(failed, tried, True, [])
     return Outcome(failed, tried, False, [])
 
@@ -234,7 +235,7 @@ def _gradient_probe_passes(ev: Evidence, remedy: Cell) -> bool:
     return ev.summaries[remedy.id].get("gradient_zero_share", 1) <= ZERO_GRADIENT_FAIL
 
 
-def _works(ev: Evidence, remedy: Cell, random_defense: bool) -> bool:
+def _works(ev: Evidence, remedy: Cell, random_defense: bool, budgets: CheckBudgets) -> bool:
     """Whether ``remedy`` is shown to work where the grid's gradient did not (the module's docstring)."""
     if not ev.done(remedy):
         return False
@@ -244,11 +245,11 @@ def _works(ev: Evidence, remedy: Cell, random_defense: bool) -> bool:
         return False  # one draw of a random defense is not its gradient
     if not _gradient_probe_passes(ev, remedy):
         return False  # its own loss's gradient is masked too
-    unbounded = twin(remedy)
+    unbounded = twin(remedy, budgets)
     return ev.done(unbounded) and 1 - ev.fooled(unbounded, on="defended").mean() <= UNBOUNDED_MAX_TOP1
 
 
-def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list[Cell]) -> bool:
+def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list[Cell], budgets: CheckBudgets) -> bool:
     """Whether the setting passes its failed checks again with the remedies beside its attacks, each
     failed check answered by evidence (where several failed, one remedy must answer them together)."""
     random_defense = "randomized_without_eot" in failed
@@ -260,7 +261,7 @@ def _answered(ev: Evidence, failed: list[str], cells: list[Cell], remedies: list
                 return False
         elif name == "binarization" and not _binarization_passes(ev, cells, remedies):
             return False
-        elif name in PROBE_CHECKS and not any(_works(ev, c, random_defense) for c in remedies):
+        elif name in PROBE_CHECKS and not any(_works(ev, c, random_defense, budgets) for c in remedies):
             return False  # no remedy is shown to work where the grid's gradient did not
     return not _beaten(ev, cells, remedies)
 
@@ -308,7 +309,7 @@ def possible(cells: list[Cell], budgets: CheckBudgets = DEFAULT_BUDGETS) -> list
     for group in groups.values():
         first = _round(kinds, group, [], 1, set(), budgets)
         second = _round(kinds, group, first, 2, set(), budgets)
-        for c in first + second + _twins(first + second):
+        for c in first + second + _twins(first + second, budgets):
             out.setdefault(c.id, c)
     grid = {c.id for c in cells}
     return [c for c in out.values() if c.id not in grid]
