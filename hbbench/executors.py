@@ -59,7 +59,7 @@ def _run_in_worker(unit: Unit, batch_size: int, device: str, loader_workers: int
     return run_unit(unit, batch_size=batch_size, device=device, loader_workers=loader_workers)
 
 
-@EXECUTORS.register("local", "this machine: in this process, or --workers spawned processes")
+@EXECUTORS.register("local", "this machine: in this process, or --workers worker processes")
 def run_local(units: list[Unit], grid: Grid, options: SweepOptions, on_event) -> Results:
     batch_size, device, loader_workers = grid.spec.batch_size, grid.spec.device, options.loader_workers
     workers, threads = options.workers, options.threads
