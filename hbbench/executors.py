@@ -44,10 +44,10 @@ def _init_worker(threads: int, plugins=()) -> None:
 
 
 def _worker_context() -> mp.context.BaseContext:
-    """Workers forked from a fork server that has imported the runner (torch, ART, timm) once, so a worker
-    starts in well under a second instead of importing them again (about 6 s of CPU each on the 2-core
-    machine). Not forked from this process: one that already runs torch threads can deadlock in a fork;
-    the server has only imported them. Spawn where there is no fork server (Windows)."""
+    """Workers forked from a fork server that has imported the runner (torch, ART, timm) once, so no worker
+    imports them again (a spawned one did: about 6 s of CPU each on the 2-core machine). Not forked from
+    this process: one that already runs torch threads can deadlock in a fork; the server has only
+    imported them. Spawn where there is no fork server (Windows)."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
