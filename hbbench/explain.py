@@ -42,7 +42,7 @@ def _image(image_or_index, dataset: str, size: int):
         raise HBBenchError(f"image not found: {path} (give a file, or an index into --data)")
     try:
         with Image.open(path) as im:
-            x = imagenet_transform(size)(im.convert("RGB")).numpy()[None]
+            x = imagenet_transform(size)(im.convert("RGB"))[None]
     except OSError as exc:
         raise HBBenchError(f"cannot read image {path}: {exc}") from None
     return x.astype(np.float32), None, path.name

@@ -216,3 +216,25 @@ def test_dataset_parameters_on_the_command_line(folder12):
     assert {c.dataset_params for c in expand(spec)} == {(("sample", "first"),)}
     with pytest.raises(HBBenchError, match="has no parameter bogus; it takes: sample, size"):
         expand(SweepSpec.from_dict({"dataset": f"{folder12}[bogus=1]"}))
+
+
+@pytest.mark.parametrize("size", [224, 32])
+def test_the_evaluation_crop_is_torchvisions_to_the_bit(size, tmp_path):
+    """hbbench.datasets.imagenet_transform (PIL only) against torchvision's Resize, CenterCrop, ToTensor
+    on the embedded images (one per class, 19 of 20: JPEG and PNG, landscape and portrait) and on odd-sized
+    noise both ways up; the parallel decode (a DataLoader) reads the same arrays."""
+    import torchvision.transforms as T
+
+    from hbbench.datasets import imagenet_transform
+
+    reference = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
+    ds = load_dataset("imagenet-samples", size=size)
+    rng = np.random.default_rng(0)
+    noise = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(301, 517), (517, 301)]]
+    images = [Image.open(p).convert("RGB") for _, p in _shared_images(k=len(ds))] + noise
+    assert {im.width < im.height for im in images} == {True, False}
+    for im in images:
+        ours = imagenet_transform(size)(im)
+        assert ours.dtype == np.float32 and ours.shape == (3, size, size)
+        np.testing.assert_array_equal(ours, reference(im).numpy())
+    np.testing.assert_array_equal(ds.images(range(4), workers=1), ds.images(range(4)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 
@@ -51,9 +52,11 @@ class Dataset:
             return self._x[indices]
         if not indices:
             return np.empty((0, *self.sample_shape), np.float32)
-        from torch.utils.data import DataLoader  # lazy: the report reads this package without torch
-
         files = ImageFiles([self._paths[i] for i in indices], self._size)
+        if not workers:  # decoded here: the report reads images without importing torch
+            return np.stack([files[i] for i in range(len(files))])
+        from torch.utils.data import DataLoader  # lazy: only parallel decoding needs torch
+
         return np.concatenate([b.numpy() for b in DataLoader(files, batch_size=64, num_workers=workers)])
 
 
@@ -80,10 +83,22 @@ def _validate_n(n):
 
 
 def imagenet_transform(size: int = 224):
-    """Resize the short side to size*256/224, centre-crop size (the usual ImageNet evaluation)."""
-    import torchvision.transforms as T  # lazy: torchvision (2 s) loads only for the datasets that use it
+    """Resize the short side to size*256/224, centre-crop size (the usual ImageNet evaluation): an RGB
+    PIL image -> float32 (3, size, size) in [0, 1]. The same pixels as torchvision's ``Compose([Resize(
+    round(size * 256 / 224)), CenterCrop(size), ToTensor()])`` (tests/test_datasets_imagenet.py compares
+    them), written with PIL, whose resize torchvision calls for PIL images: reading a dataset then needs
+    no torch (2 s to import, torchvision 2 s more), so ``hbbench report`` renders without it."""
+    return partial(_evaluation_crop, size=size)
 
-    return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
+
+def _evaluation_crop(im: Image.Image, size: int) -> np.ndarray:
+    short = round(size * 256 / 224)
+    w, h = im.size  # torchvision.transforms.functional._compute_resized_output_size, then center_crop
+    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    im = im.resize((new_w, new_h), Image.BILINEAR)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    pixels = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)) / np.float32(255)
 
 
 def _validate_images(paths: list[Path]) -> None:
